@@ -1,0 +1,1 @@
+"""Stdlib-only code imported by the add-on, the backend and blender_render alike."""
