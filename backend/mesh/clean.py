@@ -1,0 +1,71 @@
+"""Mesh clean-up shared by both engines: weld, drop degenerate faces, drop small floating parts.
+
+Marching cubes and imported meshes arrive with duplicated vertices, zero-area slivers and specks
+of noise around the main surface; every later step (decimation, UV unwrap, baking) is faster and
+more robust without them.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+
+
+def weld(vertices: np.ndarray, faces: np.ndarray, tolerance: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Merge vertices closer than `tolerance` times the bounding-box diagonal."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    if len(vertices) == 0:
+        return vertices.astype(np.float32), faces.reshape(0, 3)
+    diag = float(np.linalg.norm(vertices.max(0) - vertices.min(0))) or 1.0
+    keys = np.round((vertices - vertices.min(0)) / (diag * tolerance)).astype(np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return vertices[first].astype(np.float32), inverse.reshape(-1)[faces]
+
+
+def drop_degenerate(vertices: np.ndarray, faces: np.ndarray, min_area: float = 1e-14) -> np.ndarray:
+    """Faces with a repeated vertex, (near) zero area, or duplicating another face are removed."""
+    f = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    tri = vertices[f].astype(np.float64)
+    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    f = f[area2 > 2 * min_area]
+    _, keep = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
+    return f[np.sort(keep)]
+
+
+def face_components(faces: np.ndarray, vertex_count: int) -> np.ndarray:
+    """Label of the vertex-connected component of each face."""
+    rows = np.repeat(np.arange(len(faces)), 3)
+    incidence = sparse.csr_matrix((np.ones(len(rows)), (rows, faces.reshape(-1))), shape=(len(faces), vertex_count))
+    _, vertex_labels = csgraph.connected_components(incidence.T @ incidence, directed=False)
+    return vertex_labels[faces[:, 0]]
+
+
+def drop_small_parts(vertices: np.ndarray, faces: np.ndarray, min_fraction: float = 0.01) -> np.ndarray:
+    """Keep the components holding at least `min_fraction` of the total surface area."""
+    if len(faces) == 0:
+        return faces
+    labels = face_components(faces, len(vertices))
+    tri = vertices[faces].astype(np.float64)
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    part_area = np.bincount(labels, weights=area)
+    keep = part_area >= min_fraction * part_area.sum()
+    keep[np.argmax(part_area)] = True
+    return faces[keep[labels]]
+
+
+def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove unreferenced vertices and renumber faces."""
+    used, inverse = np.unique(faces.reshape(-1), return_inverse=True)
+    return vertices[used], inverse.reshape(-1, 3).astype(np.int64)
+
+
+def clean(vertices: np.ndarray, faces: np.ndarray, min_part_fraction: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Weld, drop degenerate and duplicate faces, drop floaters, remove unused vertices."""
+    v, f = weld(vertices, faces)
+    f = drop_degenerate(v, f)
+    if min_part_fraction > 0:
+        f = drop_small_parts(v, f, min_part_fraction)
+    if len(f) == 0:
+        return v[:0], f.reshape(0, 3)
+    return compact(v, f)
