@@ -1,0 +1,1 @@
+"""bpy-free logic of the add-on: testable with plain Python."""

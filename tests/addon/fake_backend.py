@@ -1,0 +1,141 @@
+"""A stand-in for `python -m backend serve` that speaks the real protocol (shared/protocol.py).
+
+It copies a given GLB instead of generating anything, so the add-on's process handling can be
+tested quickly and without the engines. What a job does is chosen by words in the image's file
+name: `crash` exits mid-job, `hang` stops answering entirely, `corrupt` fails with
+`input_unreadable`, `stubborn` ignores cancel, `slow` takes a few seconds. Run with the repository
+root on PYTHONPATH.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+from shared import protocol, settings
+from shared.errors import BackendError
+
+OUT = sys.stdout
+_write_lock = threading.Lock()
+hung = threading.Event()
+
+
+def emit(name: str, **fields) -> None:
+    if hung.is_set():
+        return
+    with _write_lock:
+        OUT.write(protocol.event(name, **fields))
+        OUT.flush()
+
+
+class Worker(threading.Thread):
+    def __init__(self, glb: Path, step_delay: float):
+        super().__init__(daemon=True)
+        self.glb = glb
+        self.step_delay = step_delay
+        self.jobs: queue.Queue = queue.Queue()
+        self.cancelled: set[str] = set()
+        self.current: str | None = None
+
+    def step(self, job: str, stage: str, i: int, n: int, delay: float, honour_cancel: bool) -> None:
+        if honour_cancel and job in self.cancelled:
+            raise BackendError("cancelled", f"job {job} was cancelled")
+        emit("progress", job=job, stage=stage, step=i, total=n)
+        time.sleep(delay)
+
+    def run(self) -> None:
+        while True:
+            msg = self.jobs.get()
+            job = msg.get("job")
+            self.current = job
+            try:
+                self.generate(msg)
+            except BackendError as err:
+                emit("error", job=job, code=err.code, message=err.message)
+            self.current = None
+
+    def generate(self, msg: protocol.Message) -> None:
+        job, image = msg.get("job"), msg.get("image") or msg.get("mesh")
+        name = Path(image).name
+        values = settings.resolve(msg.get("settings"))
+        if not Path(image).exists():
+            raise BackendError("input_not_found", f"input not found: {image}")
+        if "corrupt" in name:
+            raise BackendError("input_unreadable", f"not a readable image: {image}")
+        delay = 0.5 if "slow" in name else self.step_delay
+        stubborn = "stubborn" in name
+        started = time.monotonic()
+        for i in range(1, 5):
+            if "crash" in name and i == 3:
+                print("fake backend: simulated crash (CUDA error: an illegal memory access)", file=sys.stderr, flush=True)
+                os._exit(3)
+            if "hang" in name and i == 3:
+                hung.set()
+                time.sleep(3600)
+            self.step(job, "geometry", i, 4, delay, not stubborn)
+        output = Path(msg.get("output"))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if values["texture"]:
+            preview = output.with_name(output.stem + ".mesh.glb")
+            shutil.copyfile(self.glb, preview)
+            emit("artifact", job=job, kind="mesh", paths=[str(preview)])
+            for i in range(1, 4):
+                self.step(job, "texture", i, 3, delay, not stubborn)
+        tmp = output.with_name(output.name + ".part")
+        shutil.copyfile(self.glb, tmp)
+        os.replace(tmp, output)
+        emit("done", job=job, path=str(output), seconds=round(time.monotonic() - started, 3),
+             metadata={"engine": "fake", "seed": values["seed"], "settings": values})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--glb", required=True, help="the GLB every job 'generates'")
+    parser.add_argument("--step-delay", type=float, default=0.02)
+    parser.add_argument("--ready-delay", type=float, default=0.0)
+    parser.add_argument("--protocol", type=int, default=protocol.PROTOCOL_VERSION)
+    parser.add_argument("--no-ready", action="store_true", help="never report ready")
+    parser.add_argument("--noise", action="store_true", help="print a non-protocol line first")
+    parser.add_argument("--args-file", help="write the command line and selected env here (for tests)")
+    args, _ = parser.parse_known_args()
+    if args.args_file:
+        Path(args.args_file).write_text(repr((sys.argv, {k: os.environ.get(k) for k in
+                                                         ("HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES")})))
+    if args.noise:
+        print("Loading checkpoint shards: 100%", flush=True)
+    time.sleep(args.ready_delay)
+    if not args.no_ready:
+        emit("ready", protocol=args.protocol, version="fake-1", engines=["preview"])
+    worker = Worker(Path(args.glb), args.step_delay)
+    worker.start()
+    for raw in sys.stdin.buffer:
+        if hung.is_set():
+            continue
+        if not raw.strip():
+            continue
+        try:
+            msg = protocol.decode_request(raw)
+        except BackendError as err:
+            emit("error", job=None, code=err.code, message=err.message)
+            continue
+        if msg.kind == "generate":
+            queued = worker.jobs.qsize() + (worker.current is not None)
+            emit("accepted", job=msg.get("job"), engine="fake", queue_position=queued)
+            worker.jobs.put(msg)
+        elif msg.kind == "cancel":
+            worker.cancelled.add(msg.get("job"))
+        elif msg.kind == "status":
+            emit("status", state="busy" if worker.current else "idle", job=worker.current, queue=[])
+        elif msg.kind == "shutdown":
+            emit("bye")
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
