@@ -1,0 +1,183 @@
+"""`python -m backend generate|serve|info|download`.
+
+Flags for every generation setting come from shared/settings.py, so the CLI, the server and the
+Blender panel can never disagree on names, defaults or ranges. Exit status: 0 on success, else
+the failing error code's status (shared/errors.py), 130 on Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from shared import settings as settings_schema
+from shared.errors import CODES, BackendError
+from shared.protocol import ENGINES
+
+from .context import JobContext
+from .progress import ProgressBar
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("generation settings (shared/settings.py)")
+    for s in settings_schema.SETTINGS:
+        flag = "--" + s.name.replace("_", "-")
+        limits = ""
+        if s.choices:
+            limits = f" ({'|'.join(s.choices)})"
+        elif s.minimum is not None:
+            limits = f" ({s.minimum:g}..{s.maximum:g})"
+        help_text = f"{s.help}{limits}; default {s.default!r}"
+        if s.type is bool:
+            group.add_argument(flag, dest=s.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=s.name, default=None, metavar=s.type.__name__.upper(), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m backend", description="Step1X-3D backend: image to textured GLB")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="turn images (or a folder of images) into textured GLBs")
+    gen.add_argument("inputs", nargs="*", help="image files or folders of images")
+    gen.add_argument("-o", "--output", help="output .glb (one input) or folder (several inputs); default ./out/")
+    gen.add_argument("--mesh", help="texture this mesh (glb/obj/ply/stl) instead of generating geometry")
+    gen.add_argument("--engine", choices=ENGINES, default="auto", help="auto picks step1x3d with a GPU and weights")
+    gen.add_argument("--weights", help="folder or hub id of the Step1X-3D weights (default: the hub cache)")
+    gen.add_argument("--json", action="store_true", help="print one JSON result line per job on stdout")
+    _add_setting_flags(gen)
+
+    srv = sub.add_parser("serve", help="JSON-lines server on stdin/stdout (used by the Blender add-on)")
+    srv.add_argument("--engine", choices=ENGINES, default="auto", help="default engine for requests that name none")
+    srv.add_argument("--weights", help="folder or hub id of the Step1X-3D weights")
+
+    info = sub.add_parser("info", help="engines, GPUs and where weights were found")
+    info.add_argument("--weights", help="folder or hub id to look in")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+
+    dl = sub.add_parser("download", help="download model weights into the Hugging Face cache")
+    dl.add_argument("components", nargs="*", help="components to fetch (default: all)")
+    return parser
+
+
+def _expand_inputs(inputs: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            paths.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            paths.append(p)
+    return paths
+
+
+def _output_for(args: argparse.Namespace, image: Path | None, many: bool) -> str | None:
+    if not args.output:
+        return None
+    if many:
+        stem = image.stem if image else Path(args.mesh).stem
+        return str(Path(args.output) / f"{stem}.glb")
+    return args.output
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .jobs import JobRunner, ScratchDir, make_spec
+
+    overrides = {s.name: getattr(args, s.name) for s in settings_schema.SETTINGS if getattr(args, s.name) is not None}
+    images: list[Path | None] = list(_expand_inputs(args.inputs))
+    if not images and not args.mesh:
+        print("error: give an image (or a folder of images), or --mesh", file=sys.stderr)
+        return CODES["invalid_request"].exit_status
+    if not images:
+        images = [None]
+    many = len(images) > 1
+    runner = JobRunner(weights=args.weights)
+    failures = 0
+    last_status = 0
+    for image in images:
+        name = str(image or args.mesh)
+        try:
+            spec = make_spec(image=str(image) if image else None, mesh=args.mesh, output=_output_for(args, image, many),
+                             engine=args.engine, settings=overrides)
+            bar = ProgressBar(sys.stderr, label=Path(name).name)
+            with ScratchDir() as work:
+                ctx = JobContext(spec=spec, work_dir=work, on_progress=bar.update)
+                result = runner.run(ctx)
+            bar.close()
+        except BackendError as err:
+            failures += 1
+            last_status = err.exit_status
+            print(f"error [{err.code}] {err.message}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"input": name, "ok": False, "code": err.code, "message": err.message}), flush=True)
+            continue
+        seconds = result.metadata.get("seconds", 0.0)
+        print(f"wrote {result.path} ({result.metadata.get('engine')}, {seconds:.1f} s)", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"input": name, "ok": True, "path": str(result.path), "metadata": result.metadata}), flush=True)
+    if many:
+        print(f"{len(images) - failures} of {len(images)} succeeded", file=sys.stderr)
+    return 0 if failures == 0 else last_status
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .runtime.devices import cuda_devices
+    from .runtime.weights import find_weights
+
+    gpus = cuda_devices()
+    weights = find_weights(args.weights)
+    from . import engines
+
+    try:
+        auto = engines.choose("auto", args.weights)
+        auto_text = f"{auto.name} ({auto.reason})"
+    except BackendError as err:
+        auto_text = f"unavailable: {err.message}"
+    data = {
+        "engines": list(ENGINES[1:]),
+        "auto": auto_text,
+        "gpus": [vars(g) for g in gpus],
+        "weights": weights.as_dict(),
+        "python": sys.version.split()[0],
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"engines: {', '.join(data['engines'])}; auto -> {auto_text}")
+    print("GPUs: " + ("; ".join(g.describe() for g in gpus) if gpus else "none (CPU only)"))
+    print(f"weights: {weights.describe()}")
+    for name, path in weights.found.items():
+        print(f"  {name}: {path}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .runtime.weights import download
+
+    status = download(args.components or None)
+    print(status.describe())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            return cmd_generate(args)
+        if args.command == "serve":
+            from .server import serve
+
+            return serve(default_engine=args.engine, weights=args.weights)
+        if args.command == "info":
+            return cmd_info(args)
+        return cmd_download(args)
+    except BackendError as err:
+        print(f"error [{err.code}] {err.message}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
