@@ -1,0 +1,265 @@
+"""Render one object's views with Blender: exact geometry passes, then colour (bpy).
+
+Geometry: Cycles, 1 sample, a 0.01-pixel box filter and a plain diffuse material override, with
+the Normal, Position, Z and Alpha passes written as float EXR by a compositor File Output node.
+One render gives all four maps, sampled at the pixel centre without anti-aliasing (like the
+reference's nvdiffrast conditioning renders), with the file's own materials unable to bend normals
+or let rays through. Measured on bpy 5.0.1: unit normals to 1e-7, positions on the depth ray to
+1e-5 (anchors-render.md §B.4). Colour: Cycles or EEVEE with the real materials, the 'Standard'
+view transform and transparent film, plus shader AOVs for albedo and metallic-roughness.
+
+Blender 5 API: compositor trees are node groups assigned to `scene.compositing_node_group`; the
+File Output node has `directory`, `file_name`, `file_output_items` and defaults to multilayer EXR.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+import mathutils
+import numpy as np
+
+from shared.errors import BackendError
+
+from .cameras import CameraSpec
+from .options import RenderOptions
+
+_GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
+_GEOMETRY_ITEMS = {"Normal": "RGB", "Position": "RGB", "Depth": "BW", "Alpha": "BW"}
+COLOR_BOUNCES = 4
+
+
+@dataclass
+class GeometryPasses:
+    """One view's geometry as float arrays, row 0 at the top, in the Blender world frame."""
+
+    mask: np.ndarray  # (H, W) bool
+    normal: np.ndarray  # (H, W, 3), zeros on the background
+    position: np.ndarray  # (H, W, 3), zeros on the background
+    depth: np.ndarray  # (H, W) camera depth, 1e10 on the background
+    exr: dict  # pass name -> the EXR file Blender wrote
+
+
+@dataclass
+class ColorPasses:
+    alpha: np.ndarray  # (H, W) float coverage of the colour render
+    aovs: dict  # AOV name -> (H, W, 3) float, premultiplied by coverage as Cycles accumulates it
+
+
+def configure_device(device: str) -> dict:
+    """Point Cycles at the CPU or at every GPU of the first available backend (restrict GPUs with
+    CUDA_VISIBLE_DEVICES). 'gpu' without a GPU raises engine_unavailable; 'auto' falls back."""
+    scene = bpy.context.scene
+    if device == "cpu":
+        scene.cycles.device = "CPU"
+        return {"device": "CPU"}
+    prefs = bpy.context.preferences.addons["cycles"].preferences
+    for backend in _GPU_BACKENDS:
+        try:
+            prefs.compute_device_type = backend
+        except TypeError:  # backend not compiled into this build
+            continue
+        prefs.refresh_devices()
+        gpus = [d for d in prefs.devices if d.type == backend]
+        if gpus:
+            for d in prefs.devices:
+                d.use = d.type == backend
+            scene.cycles.device = "GPU"
+            return {"device": "GPU", "backend": backend, "gpus": [d.name for d in gpus]}
+    if device == "gpu":
+        raise BackendError("engine_unavailable", "no GPU that Cycles can use was found (OptiX/CUDA/HIP/oneAPI/Metal)")
+    scene.cycles.device = "CPU"
+    return {"device": "CPU", "note": "no GPU found"}
+
+
+def load_float_image(path: Path) -> np.ndarray:
+    """An image file as (H, W, 4) float32 with row 0 at the top, without colour conversion."""
+    img = bpy.data.images.load(str(path), check_existing=False)
+    try:
+        img.colorspace_settings.name = "Non-Color"
+        w, h = img.size
+        buf = np.empty(w * h * img.channels, dtype=np.float32)
+        img.pixels.foreach_get(buf)
+        return buf.reshape(h, w, img.channels)[::-1]
+    finally:
+        bpy.data.images.remove(img)
+
+
+def _file_output(tree, rlayers, directory: Path, items: dict) -> bpy.types.Node:
+    """A File Output node writing each render-layer socket in `items` as a float32 EXR."""
+    node = tree.nodes.new("CompositorNodeOutputFile")
+    node.directory = str(directory)
+    node.save_as_render = False
+    fmt = node.format
+    fmt.media_type = "IMAGE"  # the default is multilayer, which would refuse file_format OPEN_EXR
+    fmt.file_format = "OPEN_EXR"
+    fmt.color_depth = "32"
+    fmt.exr_codec = "ZIP"
+    for name, mode in items.items():
+        item = node.file_output_items.new("FLOAT" if mode == "BW" else "RGBA", name)
+        item.override_node_format = True
+        item.format.media_type = "IMAGE"
+        item.format.file_format = "OPEN_EXR"
+        item.format.color_depth = "32"
+        item.format.color_mode = mode
+        item.save_as_render = False
+        tree.links.new(rlayers.outputs[name], node.inputs[name])
+    return node
+
+
+class Renderer:
+    """Renders the views of the object already in the scene; EXRs go to `work_dir`."""
+
+    def __init__(self, options: RenderOptions, work_dir: Path):
+        self.options = options
+        self.work_dir = work_dir
+        scene = bpy.context.scene
+        self.device = configure_device(options.device)
+        render = scene.render
+        render.resolution_x = render.resolution_y = options.resolution
+        render.resolution_percentage = 100
+        render.film_transparent = True
+        render.use_persistent_data = True  # keep the BVH between views
+        render.use_compositing = True
+        if options.threads:
+            render.threads_mode, render.threads = "FIXED", options.threads
+        layer = bpy.context.view_layer
+        layer.use_pass_normal = layer.use_pass_position = layer.use_pass_z = True
+        cam_data = bpy.data.cameras.new("blender_render_camera")
+        self.camera = bpy.data.objects.new("blender_render_camera", cam_data)
+        scene.collection.objects.link(self.camera)
+        scene.camera = self.camera
+        self.override = bpy.data.materials.new("blender_render_geometry")  # default: white diffuse
+        self.geometry_tree = self._geometry_tree()
+        self.lighting = self._lighting()
+        self.color_tree = None  # built once AOVs exist (they add render-layer sockets)
+
+    # -- scene pieces -------------------------------------------------------------------------
+    def _geometry_tree(self):
+        tree = bpy.data.node_groups.new("blender_render_geometry", "CompositorNodeTree")
+        rl = tree.nodes.new("CompositorNodeRLayers")
+        self.geometry_output = _file_output(tree, rl, self.work_dir, _GEOMETRY_ITEMS)
+        return tree
+
+    def _color_tree(self):
+        tree = bpy.data.node_groups.new("blender_render_color", "CompositorNodeTree")
+        rl = tree.nodes.new("CompositorNodeRLayers")
+        items = {"Alpha": "BW", **{name: "RGB" for name in self.options.material_passes}}
+        self.color_output = _file_output(tree, rl, self.work_dir, items)
+        return tree
+
+    def _lighting(self) -> dict:
+        """Neutral uniform light, or an HDRI turned about +Z; returns the meta.json record."""
+        o = self.options
+        scene = bpy.context.scene
+        world = bpy.data.worlds.new("blender_render_world")
+        scene.world = world
+        nodes, links = world.node_tree.nodes, world.node_tree.links
+        background = next(n for n in nodes if n.bl_idname == "ShaderNodeBackground")
+        if not o.hdri:
+            background.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
+            background.inputs["Strength"].default_value = o.light_strength
+            return {"type": "uniform", "color": [1.0, 1.0, 1.0], "strength": o.light_strength}
+        path = Path(o.hdri)
+        if not path.is_file():
+            raise BackendError("input_not_found", f"HDRI {path} does not exist")
+        try:
+            image = bpy.data.images.load(str(path), check_existing=True)
+            if not image.has_data and image.size[0] == 0:
+                raise RuntimeError("no pixels")
+        except RuntimeError as exc:
+            raise BackendError("input_unreadable", f"HDRI {path.name} cannot be read: {exc}") from None
+        rotation = o.hdri_rotation
+        if rotation is None:
+            rotation = random.Random(f"hdri-rotation-{o.seed}").uniform(0.0, 360.0)
+        env = nodes.new("ShaderNodeTexEnvironment")
+        env.image = image
+        mapping = nodes.new("ShaderNodeMapping")
+        mapping.inputs["Rotation"].default_value = (0.0, 0.0, math.radians(rotation))
+        coords = nodes.new("ShaderNodeTexCoord")
+        links.new(coords.outputs["Generated"], mapping.inputs["Vector"])
+        links.new(mapping.outputs["Vector"], env.inputs["Vector"])
+        links.new(env.outputs["Color"], background.inputs["Color"])
+        background.inputs["Strength"].default_value = o.hdri_strength
+        return {"type": "hdri", "path": str(path.resolve()), "strength": o.hdri_strength,
+                "rotation_deg": rotation, "rotation_axis": "+Z (Blender world)"}
+
+    def place(self, cam: CameraSpec) -> None:
+        for key, value in cam.blender_camera().items():
+            setattr(self.camera.data, key, value)
+        self.camera.matrix_world = mathutils.Matrix(cam.c2w_blender().tolist())
+
+    # -- passes -------------------------------------------------------------------------------
+    def begin_geometry(self) -> None:
+        scene = bpy.context.scene
+        scene.render.engine = "CYCLES"
+        c = scene.cycles
+        c.samples = 1
+        c.use_adaptive_sampling = False
+        c.use_denoising = False
+        c.pixel_filter_type = "BOX"
+        c.filter_width = 0.01  # Cycles' minimum: one sample at the pixel centre, no anti-aliasing
+        c.max_bounces = 0  # passes come from the first hit
+        bpy.context.view_layer.material_override = self.override
+        scene.compositing_node_group = self.geometry_tree
+
+    def geometry(self, cam: CameraSpec) -> GeometryPasses:
+        self.place(cam)
+        prefix = f"geometry_{cam.index:03d}_"
+        self.geometry_output.file_name = prefix
+        bpy.ops.render.render(write_still=False)
+        files = {name: self.work_dir / f"{prefix}{name}.exr" for name in _GEOMETRY_ITEMS}
+        data = {name: load_float_image(path) for name, path in files.items()}
+        return GeometryPasses(mask=data["Alpha"][..., 0] > 0.5, normal=data["Normal"][..., :3],
+                              position=data["Position"][..., :3], depth=data["Depth"][..., 0],
+                              exr={"normal": files["Normal"], "position": files["Position"],
+                                   "depth": files["Depth"]})
+
+    def begin_color(self) -> None:
+        o = self.options
+        scene = bpy.context.scene
+        bpy.context.view_layer.material_override = None
+        if self.color_tree is None:
+            self.color_tree = self._color_tree()
+        scene.compositing_node_group = self.color_tree
+        view = scene.view_settings
+        view.view_transform, view.look, view.exposure, view.gamma = "Standard", "None", 0.0, 1.0
+        settings = scene.render.image_settings
+        settings.media_type = "IMAGE"
+        settings.file_format = "PNG"
+        settings.color_mode = "RGBA"
+        settings.color_depth = str(o.color_depth)
+        if o.engine == "eevee":
+            scene.render.engine = "BLENDER_EEVEE"
+            scene.eevee.taa_render_samples = o.samples
+            return
+        scene.render.engine = "CYCLES"
+        c = scene.cycles
+        c.samples = o.samples
+        c.use_denoising = o.denoise
+        c.pixel_filter_type = "BLACKMAN_HARRIS"
+        c.filter_width = 1.5
+        c.max_bounces = COLOR_BOUNCES
+
+    def color(self, cam: CameraSpec, png: Path) -> ColorPasses:
+        self.place(cam)
+        prefix = f"color_{cam.index:03d}_"
+        self.color_output.file_name = prefix
+        scene = bpy.context.scene
+        scene.render.filepath = str(png)
+        bpy.ops.render.render(write_still=True)
+        alpha = load_float_image(self.work_dir / f"{prefix}Alpha.exr")[..., 0]
+        aovs = {name: load_float_image(self.work_dir / f"{prefix}{name}.exr")[..., :3]
+                for name in self.options.material_passes}
+        return ColorPasses(alpha, aovs)
+
+    def settings_meta(self) -> dict:
+        o = self.options
+        return {"geometry": {"engine": "CYCLES", "samples": 1, "filter": "BOX 0.01 px", "material": "override"},
+                "color": {"engine": "BLENDER_EEVEE" if o.engine == "eevee" else "CYCLES", "samples": o.samples,
+                          "denoise": o.denoise, "filter": "BLACKMAN_HARRIS 1.5 px", "max_bounces": COLOR_BOUNCES,
+                          "view_transform": "Standard"},
+                "device": self.device, "lighting": self.lighting}
