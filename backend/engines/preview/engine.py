@@ -16,6 +16,7 @@ from backend.mesh.bake import bake
 from backend.mesh.clean import clean
 from backend.mesh.decimate import decimate
 from backend.mesh.export import ExportMetadata, write_glb
+from backend.mesh.frame import fit_unit_box
 from backend.mesh.inpaint import inpaint
 from backend.mesh.uv import unwrap
 from shared.errors import BackendError
@@ -25,6 +26,7 @@ from .inflate import Inflated, inflate
 
 FRONT, BACK = CANONICAL_VIEWS[0], CANONICAL_VIEWS[2]
 STEPS = 6
+PREVIEW_FACE_CAP = 30000  # the inflated surfaces are smooth: more faces only cost unwrap and bake time
 
 
 def bleed_colours(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -66,7 +68,9 @@ class PreviewEngine:
 
         ctx.step("mesh", 2, STEPS, "cleaning and decimating")
         vertices, faces = clean(shape.vertices, shape.faces)
-        vertices, faces = decimate(vertices, faces, s["face_count"])
+        vertices, faces = decimate(vertices, faces, min(s["face_count"], PREVIEW_FACE_CAP))
+        shape = shape.refit(vertices, fit_unit_box(vertices))  # decimation moves the bounds a little
+        vertices = shape.vertices
 
         texture = None
         tex_size = s["texture_resolution"]

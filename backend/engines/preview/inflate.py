@@ -8,12 +8,14 @@ and meshed with marching cubes, so the result is watertight by construction.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 from skimage import measure, morphology
+
+from backend.mesh.frame import UnitFit, fit_unit_box
 
 
 @dataclass
@@ -26,6 +28,12 @@ class Inflated:
     scale: float  # world units per input pixel
     centre_col: float
     centre_row: float
+
+    def refit(self, vertices: np.ndarray, fit: UnitFit) -> "Inflated":
+        """The same pixel map after `fit` moved and scaled the (possibly edited) vertices."""
+        return replace(self, vertices=fit.apply(vertices), scale=self.scale * fit.factor,
+                       centre_col=self.centre_col + fit.centre[0] / self.scale,
+                       centre_row=self.centre_row - fit.centre[1] / self.scale)
 
 
 def union_of_balls_height(mask: np.ndarray) -> np.ndarray:
@@ -73,20 +81,10 @@ def inflate(alpha: np.ndarray, grid: int = 160, depth_scale: float = 0.75) -> In
     z_px = (verts[:, 2] + z[0]) * cell
     centre_row, centre_col = (r0 + r1) / 2.0, (c0 + c1) / 2.0
     world = np.stack([col_px - centre_col, centre_row - row_px, z_px], axis=1)
-    extent = float((world.max(0) - world.min(0)).max())
-    scale = 1.0 / extent
-    world *= scale
-    offset = (world.max(0) + world.min(0)) / 2.0
-    world -= offset
     faces = faces.astype(np.int64)
     tri = world[faces]
     signed_volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum()
     if signed_volume < 0:
         faces = faces[:, ::-1].copy()
-    return Inflated(
-        vertices=world.astype(np.float32),
-        faces=faces,
-        scale=scale,
-        centre_col=centre_col + offset[0] / scale,
-        centre_row=centre_row - offset[1] / scale,
-    )
+    pixel_frame = Inflated(world.astype(np.float32), faces, 1.0, centre_col, centre_row)
+    return pixel_frame.refit(world, fit_unit_box(world))
