@@ -87,8 +87,8 @@ def render_object(input_path, out_dir, options: RenderOptions) -> Result:
     clock = _Clock()
     t = clock.start
     input_path, out_dir = Path(input_path), Path(out_dir)
-    if not input_path.is_file():
-        raise BackendError("input_not_found", f"{input_path} does not exist or is not a file")
+    if not input_path.exists() or input_path.is_dir():
+        raise BackendError("input_not_found", f"{input_path} does not exist or is a folder")
     if out_dir.exists() and not options.overwrite:
         raise BackendError("output_unwritable", f"{out_dir} already exists (use --overwrite to replace it)")
     stage = outputs.make_staging(out_dir)
@@ -96,8 +96,8 @@ def render_object(input_path, out_dir, options: RenderOptions) -> Result:
     work.mkdir()
     keep = False
     try:
-        source = {"path": str(input_path.resolve()), "name": input_path.name, "bytes": input_path.stat().st_size,
-                  "sha256": outputs.sha256_file(input_path), "format": input_path.suffix.lower().lstrip(".")}
+        source = {"path": str(input_path.resolve()), "name": input_path.name, "sha256": outputs.sha256_file(input_path),
+                  "bytes": input_path.stat().st_size, "format": input_path.suffix.lower().lstrip(".")}
         t = clock.add("hash", t)
         scene.reset()
         import_warnings = scene.import_asset(input_path, options.up)

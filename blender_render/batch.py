@@ -1,0 +1,349 @@
+"""Render a folder or list of assets with persistent workers; resumable, nothing silently lost.
+
+    python -m blender_render.batch LIST_OR_FOLDER OUTDIR --workers N [--gpus 0,1] [render options]
+
+Each worker is a long-lived bpy process (blender_render.worker) that renders object after object,
+restarted after a crash, a timeout or `--max-tasks-per-worker` objects. Objects land in
+OUTDIR/<id>/ through an atomic rename, so a killed batch resumes where it stopped: complete
+folders are skipped, staging leftovers are removed. Every outcome goes to OUTDIR/render_log.jsonl
+(with the error code and the worker's log tail on failure); worker output is kept in
+OUTDIR/_logs/. Exit status 0 when every object is done, 1 when some failed. bpy-free.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import queue
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from shared.errors import BackendError
+
+from . import jobs, outputs
+from .jobs import Task
+from .options import RenderOptions, add_render_arguments, options_from_args
+from .progress import Progress
+
+_ROOT = Path(__file__).resolve().parents[1]
+LOG_DIR = "_logs"
+LOCK_NAME = ".batch.lock"
+STARTUP_TIMEOUT = 300.0
+_TAIL = 4000
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    workers: int = 1
+    gpus: tuple[str, ...] = ()
+    timeout: float = 600.0  # seconds per object, import to meta.json
+    retries: int = 1  # extra attempts for retriable failures (timeouts, crashes)
+    max_tasks_per_worker: int = 200  # restart a worker after this many objects (memory growth)
+    blender: str | None = None  # a Blender executable instead of the bpy module
+    skip_failed: bool = False  # skip objects whose last logged outcome was a final failure
+
+
+class WorkerGone(Exception):
+    """The worker died or stopped answering; `code` is worker_crashed or timeout."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class Worker:
+    """One worker process and its line-based reply channel."""
+
+    def __init__(self, slot: int, command: list[str], env: dict, log_path: Path):
+        self.slot = slot
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
+                                     env=env, cwd=str(_ROOT), start_new_session=True)
+        self.tasks_done = 0
+        self._buffer = b""
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.proc.stdout, selectors.EVENT_READ)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _readline(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerGone("timeout", f"no answer within {timeout:g} s")
+            if not self._selector.select(left):
+                continue
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                status = self.proc.wait()
+                raise WorkerGone("worker_crashed", f"worker {self.pid} exited with status {status}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def wait_ready(self, timeout: float) -> dict:
+        message = self._readline(timeout)
+        if message.get("event") != "ready":
+            raise WorkerGone("worker_crashed", f"unexpected first message {message}")
+        return message
+
+    def run(self, task: dict, timeout: float) -> dict:
+        self.proc.stdin.write((json.dumps(task) + "\n").encode())
+        self.proc.stdin.flush()
+        while True:
+            message = self._readline(timeout)
+            if message.get("event") == "result" and message.get("id") == task["id"]:
+                self.tasks_done += 1
+                return message
+
+    def log_tail(self, since: int) -> str:
+        self.log.flush()
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(since, f.seek(0, os.SEEK_END) - _TAIL))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Ask politely (close stdin), then kill the whole process group."""
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=grace)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+        self._close()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        self._selector.close()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except (OSError, ValueError):
+                pass
+        self.log.close()
+
+
+def worker_command(blender: str | None) -> list[str]:
+    if blender:
+        return [blender, "-b", "--factory-startup", "--python-exit-code", "1",
+                "-P", str(_ROOT / "blender_render" / "worker.py"), "--"]
+    return [sys.executable, "-m", "blender_render.worker"]
+
+
+class Batch:
+    """Feeds tasks to worker slots (one thread each), logs outcomes, retries, reports progress."""
+
+    def __init__(self, out_root: Path, options: RenderOptions, config: BatchConfig, log: jobs.Log,
+                 progress: Progress):
+        self.out_root, self.options, self.config, self.log, self.progress = out_root, options, config, log, progress
+        self.tasks: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.workers: dict[int, Worker] = {}
+        self._lock = threading.Lock()
+
+    def _slot_options(self, slot: int) -> tuple[RenderOptions, dict]:
+        env = dict(os.environ, BLENDER_RENDER_PARENT=str(os.getpid()), PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
+        options = self.options
+        if self.config.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.config.gpus[slot % len(self.config.gpus)]
+            options = replace(options, device="gpu")
+        elif options.threads == 0 and options.device == "cpu":
+            options = replace(options, threads=max(1, (os.cpu_count() or 1) // self.config.workers))
+        return options, env
+
+    def _start(self, slot: int, env: dict) -> Worker:
+        log_path = self.out_root / LOG_DIR / f"worker-{slot}.log"
+        worker = Worker(slot, worker_command(self.config.blender), env, log_path)
+        with self._lock:
+            self.workers[slot] = worker
+        try:
+            ready = worker.wait_ready(STARTUP_TIMEOUT)
+        except WorkerGone as exc:
+            tail = worker.log_tail(0)
+            worker.kill()
+            raise WorkerGone("worker_crashed", f"worker failed to start: {exc}; log: {tail[-500:]}") from None
+        self.log.write("worker_start", slot=slot, pid=worker.pid, blender=ready.get("blender"))
+        return worker
+
+    def _slot(self, slot: int) -> None:
+        options, env = self._slot_options(slot)
+        worker: Worker | None = None
+        while (task := self.tasks.get()) is not None:
+            started = time.monotonic()
+            try:
+                if worker is None or worker.tasks_done >= self.config.max_tasks_per_worker:
+                    if worker is not None:
+                        worker.stop()
+                    worker = None
+                    worker = self._start(slot, env)
+                    started = time.monotonic()  # the object's time starts once a worker is ready
+                since = worker.log_size()
+                message = {"id": task.id, "input": str(task.input), "out": str(self.out_root / task.id),
+                           "options": options.to_dict(), "attempt": task.attempt}
+                try:
+                    reply = worker.run(message, self.config.timeout)
+                except WorkerGone as exc:
+                    tail = worker.log_tail(since)
+                    worker.kill()
+                    worker = None
+                    reply = {"status": "failed", "error": {"code": exc.code, "message": str(exc)}, "log_tail": tail}
+            except WorkerGone as exc:  # could not start a worker at all
+                worker = None
+                reply = {"status": "failed", "error": {"code": exc.code, "message": str(exc)}}
+            except Exception as exc:  # a driver-side fault must not leave the batch waiting forever
+                if worker is not None:
+                    worker.kill()
+                worker = None
+                reply = {"status": "failed", "error": {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}}
+            reply["seconds"] = round(time.monotonic() - started, 3)
+            self.results.put((task, slot, reply))
+        if worker is not None:
+            worker.stop()
+
+    def kill_all(self) -> None:
+        with self._lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            try:
+                os.killpg(w.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def run(self, todo: list[Task]) -> dict:
+        counts = {"ok": 0, "failed": 0, "retried": 0}
+        if not todo:
+            return counts
+        for t in todo:
+            self.tasks.put(t)
+        slots = [threading.Thread(target=self._slot, args=(i,), daemon=True) for i in range(self.config.workers)]
+        for th in slots:
+            th.start()
+        outstanding = len(todo)
+        while outstanding:
+            task, slot, reply = self.results.get()
+            ok = reply["status"] == "ok"
+            error = reply.get("error") or {}
+            retry = not ok and error.get("code") in jobs.RETRIABLE and task.attempt <= self.config.retries
+            self.log.write("object", id=task.id, input=str(task.input), status=reply["status"], attempt=task.attempt,
+                           final=not retry, slot=slot, seconds=reply["seconds"],
+                           **{k: reply[k] for k in ("error", "warnings", "views", "log_tail") if k in reply})
+            if retry:
+                counts["retried"] += 1
+                self.tasks.put(replace(task, attempt=task.attempt + 1))
+                continue
+            outstanding -= 1
+            counts["ok" if ok else "failed"] += 1
+            self.progress.update(ok)
+        for _ in slots:
+            self.tasks.put(None)
+        for th in slots:
+            th.join()
+        return counts
+
+
+def _lock(out_root: Path):
+    handle = open(out_root / LOCK_NAME, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise BackendError("output_unwritable", f"another batch is writing to {out_root}") from None
+    return handle
+
+
+def run_batch(source: Path, out_root: Path, options: RenderOptions, config: BatchConfig,
+              progress_stream=sys.stderr) -> dict:
+    """Render every object of `source` that OUT_ROOT does not hold yet. Returns the counts."""
+    if config.workers < 1 or config.timeout <= 0 or config.retries < 0 or config.max_tasks_per_worker < 1:
+        raise BackendError("invalid_setting", "workers and max_tasks_per_worker must be >= 1, timeout > 0, "
+                                              "retries >= 0")
+    tasks = jobs.make_tasks(jobs.list_inputs(source))
+    try:
+        (out_root / LOG_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendError("output_unwritable", f"cannot create {out_root}: {exc}") from None
+    lock = _lock(out_root)
+    log = jobs.Log(out_root / jobs.LOG_NAME)
+    try:
+        stale = outputs.clean_stale(out_root)
+        skip = jobs.final_failures(jobs.read_log(out_root / jobs.LOG_NAME)) if config.skip_failed else set()
+        todo, done = jobs.split_done(tasks, out_root, skip)
+        log.write("batch_start", pid=os.getpid(), source=str(source), objects=len(tasks), todo=len(todo),
+                  already_done=len(done), stale_removed=len(stale), workers=config.workers, gpus=list(config.gpus),
+                  timeout=config.timeout, retries=config.retries, options=options.to_dict())
+        progress = Progress(len(todo), progress_stream)
+        batch = Batch(out_root, options, config, log, progress)
+        try:
+            counts = batch.run(todo)
+        except BaseException:
+            batch.kill_all()
+            log.write("batch_end", status="interrupted")
+            raise
+        progress.finish()
+        counts.update(objects=len(tasks), skipped=len(done))
+        log.write("batch_end", status="done", **counts)
+        return counts
+    finally:
+        log.close()
+        lock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m blender_render.batch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="a folder (searched recursively) or a list file (.txt/.json)")
+    parser.add_argument("out_root", type=Path, help="output root: one folder per object")
+    d = BatchConfig()
+    b = parser.add_argument_group("batch")
+    b.add_argument("--workers", type=int, default=d.workers, help="worker processes (spread over --gpus)")
+    b.add_argument("--gpus", type=lambda s: tuple(g.strip() for g in s.split(",") if g.strip()), default=d.gpus,
+                   help="GPU ids, e.g. 0,1: workers take them round-robin and render on the GPU")
+    b.add_argument("--timeout", type=float, default=d.timeout, help="seconds per object")
+    b.add_argument("--retries", type=int, default=d.retries, help="extra attempts after a timeout or crash")
+    b.add_argument("--max-tasks-per-worker", type=int, default=d.max_tasks_per_worker)
+    b.add_argument("--blender", default=d.blender, help="run workers in this Blender executable")
+    b.add_argument("--skip-failed", action="store_true", help="do not retry objects that failed in earlier runs")
+    add_render_arguments(parser)
+    ns = parser.parse_args(argv)
+    config = BatchConfig(ns.workers, ns.gpus, ns.timeout, ns.retries, ns.max_tasks_per_worker, ns.blender,
+                         ns.skip_failed)
+    try:
+        counts = run_batch(ns.source, ns.out_root, options_from_args(ns), config)
+    except BackendError as exc:
+        print(f"error {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(json.dumps(counts))
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Batch bookkeeping: which objects, under which ids, which are done, and the JSONL log (bpy-free).
+
+An object's id is its file stem plus a hash of its absolute path, so ids stay stable when the list
+grows or is reordered (resume depends on it) and two `model.glb` in different folders never
+collide. "Done" is "OUTDIR/<id>/meta.json exists": the renderer only ever renames a complete
+folder into place.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import BackendError
+
+from .options import INPUT_FORMATS
+from .outputs import is_complete
+
+LOG_NAME = "render_log.jsonl"
+# Failures worth another attempt: they may pass on a fresh worker. Bad input, bad settings and
+# failed output checks fail the same way every time.
+RETRIABLE = frozenset({"timeout", "worker_crashed", "internal_error", "out_of_memory"})
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    input: Path
+    attempt: int = 1
+
+
+def object_id(path: Path) -> str:
+    path = Path(path)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._") or "object"
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    return f"{stem[:80]}-{digest}"
+
+
+def list_inputs(source: Path) -> list[Path]:
+    """A folder (searched recursively for supported files) or a list file: one path per line
+    ('#' comments allowed) or a JSON array; relative entries are relative to the list file."""
+    source = Path(source)
+    if source.is_dir():
+        suffixes = {f".{e}" for e in INPUT_FORMATS}
+        return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not source.is_file():
+        raise BackendError("input_not_found", f"{source} is neither a folder nor a list file")
+    text = source.read_text()
+    if source.suffix.lower() == ".json":
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BackendError("input_unreadable", f"{source}: invalid JSON: {exc}") from None
+        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+            raise BackendError("input_unreadable", f"{source}: expected a JSON array of paths")
+    else:
+        entries = [line.strip() for line in text.splitlines()]
+        entries = [e for e in entries if e and not e.startswith("#")]
+    paths = [Path(e) if os.path.isabs(e) else source.parent / e for e in entries]
+    return list(dict.fromkeys(paths))  # keep the order, drop repeats
+
+
+def make_tasks(paths: list[Path]) -> list[Task]:
+    tasks: dict[str, Task] = {}
+    for p in paths:
+        tasks.setdefault(object_id(p), Task(object_id(p), Path(p)))
+    return list(tasks.values())
+
+
+def read_log(path: Path) -> list[dict]:
+    """Records of earlier runs; a line cut short by a kill is skipped."""
+    records = []
+    if Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def final_failures(records: list[dict]) -> set[str]:
+    """Ids whose last recorded outcome is a failure that was not going to be retried."""
+    last: dict[str, dict] = {}
+    for r in records:
+        if r.get("event") == "object":
+            last[r["id"]] = r
+    return {i for i, r in last.items() if r["status"] == "failed" and r.get("final")}
+
+
+def split_done(tasks: list[Task], out_root: Path, skip: set[str] = frozenset()) -> tuple[list[Task], list[Task]]:
+    """-> (tasks still to render, tasks already complete or skipped)."""
+    todo, done = [], []
+    for t in tasks:
+        (done if is_complete(out_root / t.id) or t.id in skip else todo).append(t)
+    return todo, done
+
+
+class Log:
+    """Append-only JSONL: one line per event, flushed at once so a kill loses at most one line."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if self.path.is_file() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
+            with open(self.path, "a") as f:  # a killed run may have cut the last line short
+                f.write("\n")
+        self._file = open(self.path, "a", buffering=1)
+
+    def write(self, event: str, **fields) -> dict:
+        record = {"time": round(time.time(), 3), "event": event, **fields}
+        self._file.write(json.dumps(record, default=str) + "\n")
+        self._file.flush()
+        return record
+
+    def close(self) -> None:
+        self._file.close()
