@@ -1,0 +1,98 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from shared.errors import CODES
+
+from .synth import striped_ellipse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "backend", *args], cwd=cwd or ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def ellipse(tmp_path) -> Path:
+    rgb, _ = striped_ellipse(128)
+    path = tmp_path / "ellipse.png"
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def test_generate_writes_a_glb_and_reports_json(tmp_path, ellipse):
+    out = tmp_path / "deep" / "er" / "e.glb"
+    proc = run_cli("generate", str(ellipse), "-o", str(out), "--engine", "preview", "--face-count", "3000",
+                   "--texture-resolution", "256", "--json")
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["ok"] and Path(line["path"]) == out and out.stat().st_size > 1000
+    assert line["metadata"]["engine"] == "preview"
+    assert "geometry" in proc.stderr  # progress goes to stderr
+
+
+def test_folder_of_images_gives_one_glb_each_and_keeps_going(tmp_path, ellipse):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        (folder / f"{name}.png").write_bytes(ellipse.read_bytes())
+    (folder / "c.png").write_text("broken")
+    proc = run_cli("generate", str(folder), "-o", str(tmp_path / "out"), "--engine", "preview",
+                   "--face-count", "2000", "--texture-resolution", "256", "--json")
+    results = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [r["ok"] for r in results] == [True, True, False]
+    assert results[2]["code"] == "input_unreadable"
+    assert proc.returncode == CODES["input_unreadable"].exit_status
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.glb", "b.glb"]
+
+
+@pytest.mark.parametrize(
+    "case, code",
+    [("missing", "input_not_found"), ("garbage", "input_unreadable"), ("setting", "invalid_setting"),
+     ("unwritable", "output_unwritable"), ("empty", "empty_foreground")],
+)
+def test_bad_inputs_exit_with_their_code(tmp_path, ellipse, case, code):
+    args = [str(ellipse), "-o", str(tmp_path / "x.glb"), "--engine", "preview"]
+    if case == "missing":
+        args[0] = str(tmp_path / "missing.png")
+    elif case == "garbage":
+        args[0] = str(tmp_path / "garbage.jpg")
+        Path(args[0]).write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    elif case == "setting":
+        args += ["--octree-resolution", "5"]
+    elif case == "unwritable":
+        blocker = tmp_path / "file"
+        blocker.write_text("a file, not a folder")
+        args[2] = str(blocker / "x.glb")
+    elif case == "empty":
+        args[0] = str(tmp_path / "white.png")
+        Image.new("RGB", (64, 64), "white").save(args[0])
+    proc = run_cli("generate", *args)
+    assert proc.returncode == CODES[code].exit_status, proc.stderr
+    assert f"[{code}]" in proc.stderr
+    assert not (tmp_path / "x.glb").exists()
+
+
+def test_step1x3d_engine_without_gpu_says_so(tmp_path, ellipse):
+    proc = run_cli("generate", str(ellipse), "-o", str(tmp_path / "x.glb"), "--engine", "step1x3d")
+    if proc.returncode == 0:
+        pytest.skip("this machine has a GPU and weights")
+    assert proc.returncode in (CODES["engine_unavailable"].exit_status, CODES["weights_not_found"].exit_status)
+
+
+def test_info_reports_engines_devices_and_weights(tmp_path):
+    proc = run_cli("info", "--json", "--weights", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["engines"] == ["preview", "step1x3d"]
+    assert isinstance(data["gpus"], list)
+    assert "geometry-label" in data["weights"]["missing"]
+    assert data["auto"].startswith("preview") or data["gpus"]
