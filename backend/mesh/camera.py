@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from shared.views import FAR, NEAR, View
 
@@ -74,29 +75,45 @@ class Camera:
         """World direction from the scene towards an orthographic camera (its +Z axis)."""
         return self.w2c[2, :3].copy()
 
-    def to_camera(self, points: np.ndarray) -> np.ndarray:
-        p = np.asarray(points, dtype=np.float64)
-        return p @ self.w2c[:3, :3].T + self.w2c[:3, 3]
+    def to_camera(self, points):
+        """World points (numpy or torch, (..., 3)) into camera space, in the input's array type."""
+        if isinstance(points, torch.Tensor):
+            m = torch.as_tensor(self.w2c, dtype=points.dtype, device=points.device)
+        else:
+            points, m = np.asarray(points, dtype=np.float64), self.w2c
+        return points @ m[:3, :3].T + m[:3, 3]
 
-    def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """World points (N, 3) -> (continuous pixel xy (N, 2), depth (N,)).
+    def project(self, points):
+        """World points (N, 3) -> (continuous pixel xy (N, 2), depth (N,)), numpy or torch.
 
         x grows to the right, y downwards, pixel (i, j) is centred at (j + 0.5, i + 0.5).
         Perspective points at depth <= 0 get meaningless xy; callers check depth against `near`.
         """
         pc = self.to_camera(points)
+        lib = torch if isinstance(pc, torch.Tensor) else np
         depth = -pc[:, 2]
         fx, fy = self.focal
         if self.orthographic:
             u, v = pc[:, 0], pc[:, 1]
         else:
-            safe = np.where(np.abs(depth) > 1e-12, depth, 1e-12)
+            safe = lib.where(lib.abs(depth) > 1e-12, depth, lib.full_like(depth, 1e-12))
             u, v = pc[:, 0] / safe, pc[:, 1] / safe
-        xy = np.stack([fx * u + 0.5 * self.width, 0.5 * self.height - fy * v], axis=1)
+        xy = lib.stack([fx * u + 0.5 * self.width, 0.5 * self.height - fy * v], 1)
         return xy, depth
 
-    def directions_to_camera(self, points: np.ndarray) -> np.ndarray:
+    def pixel_size(self, depth):
+        """World length one pixel spans at `depth` (the larger of its two sides)."""
+        if self.orthographic:
+            return depth * 0 + 2.0 * self.ortho_half_extent / min(self.width, self.height)
+        return depth * (1.0 / self.focal[1])
+
+    def directions_to_camera(self, points):
         """Unit world vectors from each point towards the camera (what a cosine weight needs)."""
+        if isinstance(points, torch.Tensor):
+            if self.orthographic:
+                return torch.as_tensor(self.backward, dtype=points.dtype, device=points.device).expand_as(points)
+            d = torch.as_tensor(self.eye, dtype=points.dtype, device=points.device) - points
+            return torch.nn.functional.normalize(d, dim=-1)
         if self.orthographic:
             return np.broadcast_to(self.backward, np.shape(points)).copy()
         d = self.eye - np.asarray(points, dtype=np.float64)

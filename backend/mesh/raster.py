@@ -92,7 +92,8 @@ def _check_mesh(vertices: np.ndarray, faces: np.ndarray, dims: int) -> None:
         raise ValueError("too many faces for int32 face ids")
 
 
-def _pick_method(method: str, device: torch.device) -> str:
+def pick_method(method: str, device: torch.device) -> str:
+    """"auto" means torch on CUDA and numba on the CPU; torch on the CPU is the test reference."""
     if method == "auto":
         return "torch" if device.type == "cuda" else "numba"
     if method not in ("torch", "numba"):
@@ -137,7 +138,7 @@ def rasterize_uv(uv, faces, size: int | tuple[int, int], *, device: str | torch.
 def _rasterize_screens(screens: list[_Screen], faces: np.ndarray, device, method: str, barycentrics: bool,
                        chunk: int | None) -> list[Raster]:
     device = torch.device(device or "cpu")
-    method = _pick_method(method, device)
+    method = pick_method(method, device)
     if method == "numba":
         return [_raster_numba(s, faces, barycentrics) for s in screens]
     return _raster_torch(screens, faces, device, barycentrics, chunk)
