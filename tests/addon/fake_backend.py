@@ -4,7 +4,7 @@ It copies a given GLB instead of generating anything, so the add-on's process ha
 tested quickly and without the engines. What a job does is chosen by words in the image's file
 name: `crash` exits mid-job, `hang` stops answering entirely, `corrupt` fails with
 `input_unreadable`, `stubborn` ignores cancel, `slow` takes a few seconds. Run with the repository
-root on PYTHONPATH.
+root on PYTHONPATH, or through `install_as_backend()` as `python -m backend serve|info`.
 """
 from __future__ import annotations
 
@@ -87,7 +87,9 @@ class Worker(threading.Thread):
             for i in range(1, 4):
                 self.step(job, "texture", i, 3, delay, not stubborn)
         tmp = output.with_name(output.name + ".part")
-        shutil.copyfile(self.glb, tmp)
+        # texture-only jobs keep the given mesh (as the real texture path keeps the geometry)
+        mesh = msg.get("mesh")
+        shutil.copyfile(mesh if mesh and mesh.lower().endswith(".glb") else self.glb, tmp)
         os.replace(tmp, output)
         emit("done", job=job, path=str(output), seconds=round(time.monotonic() - started, 3),
              metadata={"engine": "fake", "seed": values["seed"], "settings": values})
@@ -95,14 +97,17 @@ class Worker(threading.Thread):
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--glb", required=True, help="the GLB every job 'generates'")
+    parser.add_argument("--glb", default=os.environ.get("FAKE_BACKEND_GLB"), help="the GLB every job 'generates'")
     parser.add_argument("--step-delay", type=float, default=0.02)
     parser.add_argument("--ready-delay", type=float, default=0.0)
     parser.add_argument("--protocol", type=int, default=protocol.PROTOCOL_VERSION)
     parser.add_argument("--no-ready", action="store_true", help="never report ready")
     parser.add_argument("--noise", action="store_true", help="print a non-protocol line first")
     parser.add_argument("--args-file", help="write the command line and selected env here (for tests)")
-    args, _ = parser.parse_known_args()
+    args, _ = parser.parse_known_args(sys.argv[1:] + os.environ.get("FAKE_BACKEND_ARGS", "").split())
+    if sys.argv[1:2] == ["info"]:
+        print("engines: fake\nGPUs: none (CPU only)\nweights: not needed")
+        return 0
     if args.args_file:
         Path(args.args_file).write_text(repr((sys.argv, {k: os.environ.get(k) for k in
                                                          ("HF_HUB_OFFLINE", "CUDA_VISIBLE_DEVICES")})))
@@ -135,6 +140,23 @@ def main() -> int:
             emit("bye")
             return 0
     return 0
+
+
+SHIM = """import os, runpy, sys
+sys.path.insert(0, {root!r})
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def install_as_backend(folder: Path) -> Path:
+    """Make `folder` hold a `backend` package whose `python -m backend` is this fake, so the
+    add-on's real launch path (interpreter + backend folder) runs it."""
+    package = folder / "backend"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text("")
+    root = str(Path(__file__).resolve().parents[2])
+    (package / "__main__.py").write_text(SHIM.format(root=root, script=str(Path(__file__).resolve())))
+    return folder
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""The sidebar tab "Step1X-3D": backend state, image, Generate, jobs with progress, settings (one
+sub-panel per stage of the settings schema), history. Drawing reads runtime state; it never waits."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+
+from ..core import history, schema
+from . import prefs
+from .props import values
+from .runtime import RUNTIME
+
+STATE_ICONS = {"stopped": "RADIOBUT_OFF", "starting": "SORTTIME", "ready": "CHECKMARK", "busy": "PLAY",
+               "crashed": "ERROR"}
+STAGE_LABELS = {"image": "Image", "geometry": "Geometry", "texture": "Texture", "output": "Output"}
+
+
+def _chars(context) -> int:
+    return max(20, int(context.region.width / 7)) if context.region else 60
+
+
+class _Sidebar:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Step1X-3D"
+
+
+class STEP1X3D_PT_main(_Sidebar, bpy.types.Panel):
+    bl_idname = "STEP1X3D_PT_main"
+    bl_label = "Step1X-3D"
+
+    def draw(self, context):
+        layout = self.layout
+        props = context.scene.step1x3d
+        self._backend(layout, context)
+        self._image(layout, props)
+
+        col = layout.column(align=True)
+        col.scale_y = 1.4
+        col.operator("step1x3d.generate", icon="SHADERFX")
+        layout.operator("step1x3d.texture_selection", icon="TEXTURE")
+
+        session = RUNTIME.session
+        for job in (session.active_jobs if session else []):
+            meta = RUNTIME.meta.get(job.job_id)
+            box = layout.box()
+            row = box.row()
+            row.label(text=meta.label if meta else job.job_id, icon="MESH_MONKEY")
+            row.operator("step1x3d.cancel", text="", icon="X").job = job.job_id
+            box.progress(factor=job.fraction, type="BAR", text=job.describe())
+
+        level, text = RUNTIME.notice
+        if text:
+            box = layout.box()
+            row = box.row()
+            prefs.wrapped(row.column(), text, _chars(context) - 4,
+                          icon={"ERROR": "ERROR", "WARNING": "ERROR"}.get(level, "INFO"))
+            row.operator("step1x3d.dismiss", text="", icon="X", emboss=False)
+
+    def _backend(self, layout, context):
+        state = RUNTIME.state
+        row = layout.row(align=True)
+        row.label(text=f"Backend: {state}", icon=STATE_ICONS.get(state, "QUESTION"))
+        if state in ("stopped", "crashed"):
+            row.operator("step1x3d.start_backend", text="Start", icon="PLAY")
+        else:
+            row.operator("step1x3d.stop_backend", text="Stop", icon="PAUSE")
+        if RUNTIME.session is not None and RUNTIME.session.problem:
+            prefs.wrapped(layout.box(), RUNTIME.session.problem, _chars(context) - 4, icon="ERROR")
+
+    def _image(self, layout, props):
+        layout.row().prop(props, "image_source", expand=True)
+        if props.image_source == "FILE":
+            layout.prop(props, "image_path", text="")
+            path = bpy.path.abspath(props.image_path) if props.image_path else ""
+            icon = RUNTIME.thumbnail(path) if path and Path(path).is_file() else 0
+            if icon:
+                layout.template_icon(icon_value=icon, scale=7.0)
+        else:
+            layout.template_ID_preview(props, "image", open="image.open", rows=3, cols=6)
+
+
+def _draw_stage(stage: str):
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        props = context.scene.step1x3d
+        current = values(props)
+        for spec in schema.prop_specs():
+            if spec.stage != stage:
+                continue
+            row = layout.row(align=True)
+            row.enabled = schema.enabled(spec.name, current)
+            row.prop(props, spec.name)
+            if spec.name == "seed":
+                row.prop(props, "randomize_seed", text="", icon="FILE_REFRESH")
+    return draw
+
+
+def _stage_panel(stage: str) -> type:
+    return type(f"STEP1X3D_PT_{stage}", (_Sidebar, bpy.types.Panel), {
+        "bl_idname": f"STEP1X3D_PT_{stage}", "bl_label": STAGE_LABELS.get(stage, stage.capitalize()),
+        "bl_parent_id": "STEP1X3D_PT_main", "bl_options": {"DEFAULT_CLOSED"} if stage in ("image", "output") else set(),
+        "draw": _draw_stage(stage),
+    })
+
+
+class STEP1X3D_PT_history(_Sidebar, bpy.types.Panel):
+    bl_idname = "STEP1X3D_PT_history"
+    bl_label = "History"
+    bl_parent_id = "STEP1X3D_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        records = history.loads(context.scene.step1x3d.history)
+        if not records:
+            layout.label(text="No generations in this file yet")
+            return
+        for index, record in enumerate(records[:20]):
+            row = layout.row(align=True)
+            row.label(text=record.summary(), icon="OBJECT_DATA" if Path(record.glb).is_file() else "ERROR")
+            sub = row.row(align=True)
+            sub.enabled = Path(record.glb).is_file()
+            sub.operator("step1x3d.history_import", text="", icon="IMPORT").index = index
+            row.operator("step1x3d.history_apply", text="", icon="PRESET").index = index
+        layout.operator("step1x3d.history_clear", icon="TRASH")
+
+
+def classes() -> tuple:
+    stages = sorted({s.stage for s in schema.prop_specs()}, key=lambda s: schema.STAGES.index(s)
+                    if s in schema.STAGES else len(schema.STAGES))
+    return (STEP1X3D_PT_main, *(_stage_panel(stage) for stage in stages), STEP1X3D_PT_history)

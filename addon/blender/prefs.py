@@ -1,0 +1,125 @@
+"""Add-on preferences: how to run the backend, where weights and results live."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+
+from ..core.config import BackendConfig
+
+ADDON_ID = __package__.rpartition(".")[0]  # "bl_ext.<repo>.step1x3d" installed, "addon" from the repository
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _repository_default(relative: str) -> str:
+    """Run from a checkout of the repository, the backend and its venv sit beside the add-on."""
+    path = _REPO / relative
+    return str(path) if (_REPO / "backend" / "__init__.py").is_file() and path.exists() else ""
+
+
+def get(context=None) -> "STEP1X3D_AP_preferences":
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_ID)
+    if addon is None:
+        raise RuntimeError(f"the add-on {ADDON_ID!r} is not enabled")
+    return addon.preferences
+
+
+def output_folder(prefs) -> Path:
+    """Where GLBs go: the preference, else the extension's own user directory."""
+    if prefs.output_dir.strip():
+        folder = Path(bpy.path.abspath(prefs.output_dir)).expanduser()
+    else:
+        try:
+            folder = Path(bpy.utils.extension_path_user(ADDON_ID, path="generations", create=True))
+        except ValueError:  # not installed as an extension (run from the repository)
+            folder = Path(bpy.utils.user_resource("DATAFILES", path="step1x3d/generations", create=True))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def wrapped(layout, text: str, width: int = 70, icon: str = "NONE") -> None:
+    """Labels never wrap in Blender: split long text into lines."""
+    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
+        layout.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")
+
+
+class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_ID
+
+    python: StringProperty(
+        name="Backend Python", subtype="FILE_PATH", default=_repository_default(".venv/bin/python"),
+        description="Python interpreter of the backend's own environment (with torch); "
+                    "the add-on runs `python -m backend serve` with it")
+    backend_dir: StringProperty(
+        name="Backend Folder", subtype="DIR_PATH", default=_repository_default(""),
+        description="Folder that contains the `backend` package; leave empty when it is installed "
+                    "in the backend's environment")
+    weights: StringProperty(
+        name="Weights", default="stepfun-ai/Step1X-3D",
+        description="Local folder of the Step1X-3D weights, or a Hugging Face hub id")
+    plan: EnumProperty(
+        name="Device Plan", default="single",
+        items=[("single", "Single GPU", "One GPU runs geometry then texture; idle models are offloaded"),
+               ("multi", "Multi GPU", "Geometry and texture on two GPUs, models stay loaded"),
+               ("cpu", "CPU Preview", "The preview engine on the CPU: no GPU and no weights needed")])
+    geometry_gpu: IntProperty(name="Geometry GPU", min=0, max=63, default=0,
+                              description="GPU index for the geometry stage (and everything in the single plan)")
+    texture_gpu: IntProperty(name="Texture GPU", min=0, max=63, default=1,
+                             description="GPU index for the texture stage in the multi-GPU plan")
+    output_dir: StringProperty(
+        name="Output Folder", subtype="DIR_PATH", default="",
+        description="Where generated GLBs are kept; empty means the extension's user folder")
+    startup_timeout: IntProperty(name="Startup Timeout", min=5, default=180, subtype="TIME_ABSOLUTE",
+                                 description="Seconds the backend may take to report ready")
+    hang_timeout: IntProperty(name="Hang Timeout", min=5, default=120, subtype="TIME_ABSOLUTE",
+                              description="Seconds without any answer after which a running backend counts as hung")
+    show_log: BoolProperty(name="Show Backend Log", default=False)
+
+    def config(self) -> BackendConfig:
+        return BackendConfig(
+            python=bpy.path.abspath(self.python).strip(), backend_dir=bpy.path.abspath(self.backend_dir).strip(),
+            weights=self.weights.strip(), plan=self.plan, geometry_gpu=self.geometry_gpu,
+            texture_gpu=self.texture_gpu, online=bool(bpy.app.online_access),
+        )
+
+    def draw(self, context):
+        from .runtime import RUNTIME
+
+        layout = self.layout
+        col = layout.column()
+        col.prop(self, "python")
+        col.prop(self, "backend_dir")
+        row = col.row()
+        row.prop(self, "weights")
+        row.enabled = self.plan != "cpu"
+        col.prop(self, "plan")
+        if self.plan != "cpu":
+            row = col.row()
+            row.prop(self, "geometry_gpu")
+            sub = row.row()
+            sub.prop(self, "texture_gpu")
+            sub.enabled = self.plan == "multi"
+        col.prop(self, "output_dir")
+        if not self.output_dir:
+            col.label(text=f"Results go to {output_folder(self)}", icon="INFO")
+        if not bpy.app.online_access:
+            col.label(text="Online access is off (System > Network): the backend will not download weights.",
+                      icon="INTERNET_OFFLINE")
+        row = col.row()
+        row.prop(self, "startup_timeout")
+        row.prop(self, "hang_timeout")
+
+        box = layout.box()
+        row = box.row()
+        row.operator("step1x3d.check_backend", icon="CHECKMARK")
+        row.label(text={"running": "Checking…", "ok": "Backend found", "error": "Problem"}.get(RUNTIME.info_state, ""))
+        for line in RUNTIME.info_text.splitlines()[:24]:
+            wrapped(box, line, 90)
+        box = layout.box()
+        box.prop(self, "show_log", icon="TEXT")
+        if self.show_log and RUNTIME.session is not None:
+            for level, message in list(RUNTIME.session.log)[-15:]:
+                wrapped(box, f"{level}: {message}", 110)
