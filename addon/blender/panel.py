@@ -33,8 +33,8 @@ class STEP1X3D_PT_main(_Sidebar, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         props = context.scene.step1x3d
-        self._backend(layout, context)
-        self._image(layout, props)
+        _draw_backend(layout, context)
+        _draw_image(layout, props)
 
         col = layout.column(align=True)
         col.scale_y = 1.4
@@ -58,27 +58,29 @@ class STEP1X3D_PT_main(_Sidebar, bpy.types.Panel):
                           icon={"ERROR": "ERROR", "WARNING": "ERROR"}.get(level, "INFO"))
             row.operator("step1x3d.dismiss", text="", icon="X", emboss=False)
 
-    def _backend(self, layout, context):
-        state = RUNTIME.state
-        row = layout.row(align=True)
-        row.label(text=f"Backend: {state}", icon=STATE_ICONS.get(state, "QUESTION"))
-        if state in ("stopped", "crashed"):
-            row.operator("step1x3d.start_backend", text="Start", icon="PLAY")
-        else:
-            row.operator("step1x3d.stop_backend", text="Stop", icon="PAUSE")
-        if RUNTIME.session is not None and RUNTIME.session.problem:
-            prefs.wrapped(layout.box(), RUNTIME.session.problem, _chars(context) - 4, icon="ERROR")
 
-    def _image(self, layout, props):
-        layout.row().prop(props, "image_source", expand=True)
-        if props.image_source == "FILE":
-            layout.prop(props, "image_path", text="")
-            path = bpy.path.abspath(props.image_path) if props.image_path else ""
-            icon = RUNTIME.thumbnail(path) if path and Path(path).is_file() else 0
-            if icon:
-                layout.template_icon(icon_value=icon, scale=7.0)
-        else:
-            layout.template_ID_preview(props, "image", open="image.open", rows=3, cols=6)
+def _draw_backend(layout, context) -> None:
+    state = RUNTIME.state
+    row = layout.row(align=True)
+    row.label(text=f"Backend: {state}", icon=STATE_ICONS.get(state, "QUESTION"))
+    if state in ("stopped", "crashed"):
+        row.operator("step1x3d.start_backend", text="Start", icon="PLAY")
+    else:
+        row.operator("step1x3d.stop_backend", text="Stop", icon="PAUSE")
+    if RUNTIME.session is not None and RUNTIME.session.problem:
+        prefs.wrapped(layout.box(), RUNTIME.session.problem, _chars(context) - 4, icon="ERROR")
+
+
+def _draw_image(layout, props) -> None:
+    layout.row().prop(props, "image_source", expand=True)
+    if props.image_source == "FILE":
+        layout.prop(props, "image_path", text="")
+        path = bpy.path.abspath(props.image_path) if props.image_path else ""
+        icon = RUNTIME.thumbnail(path) if path and Path(path).is_file() else 0
+        if icon:
+            layout.template_icon(icon_value=icon, scale=7.0)
+    else:
+        layout.template_ID_preview(props, "image", open="image.open", rows=3, cols=6)
 
 
 def _draw_stage(stage: str):

@@ -57,9 +57,13 @@ class Runtime:
     # --- backend --------------------------------------------------------------------------------
 
     def session_for(self, config: BackendConfig, timeouts: Timeouts) -> Session:
-        """The current session, or a new one when the settings changed while it was not running."""
+        """The current session, or a new one when the preferences changed and nothing is running
+        (a running job keeps its backend; the new settings apply from the next idle moment)."""
         config.check()
-        if self.session is None or (self.session.process is None and config != self.config):
+        if self.session is not None and config != self.config and not self.session.active_jobs:
+            self.session.stop()
+            self.session = None
+        if self.session is None:
             self.config = config
             self.session = Session(
                 lambda: BackendProcess(config.serve_command(), cwd=config.cwd, env=config.environment()), timeouts)
@@ -73,7 +77,7 @@ class Runtime:
 
     def stop(self) -> None:
         if self.session is not None:
-            self.handle(self.session.stop())
+            self.handle_all(self.session.stop())
 
     @property
     def state(self) -> str:
@@ -105,7 +109,7 @@ class Runtime:
             return
         for job in self.session.active_jobs:
             if not job_id or job.job_id == job_id:
-                self.handle(self.session.cancel(job.job_id))
+                self.handle_all(self.session.cancel(job.job_id))
 
     def run_blocking(self, job_id: str, timeout: float | None = None) -> jobs.Job:
         """Background mode: wait for the job on this thread, importing as events arrive."""
@@ -125,8 +129,7 @@ class Runtime:
             return IDLE_INTERVAL  # a render holds the interface: touch nothing now
         outcomes = self.session.pump() if self.session is not None else []
         with _window_override():
-            for outcome in outcomes:
-                self.handle(outcome)
+            self.handle_all(outcomes)
         signature = self._current_signature()
         if outcomes or signature != self._signature:
             self._signature = signature
@@ -145,6 +148,10 @@ class Runtime:
                 tuple((j.job_id, j.state, j.stage, j.step, j.queue_position) for j in self.session.jobs.values()))
 
     # --- outcomes -----------------------------------------------------------------------------
+
+    def handle_all(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            self.handle(outcome)
 
     def handle(self, outcome: Outcome) -> None:
         job, meta = outcome.job, self.meta.get(outcome.job.job_id)
