@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .cameras import CameraSpec, unproject
+from .cameras import CameraSpec, project, unproject
 
 CHECK_FAILED = "check_failed"  # the batch log's code for an object whose renders failed a check
 NO_HIT_DEPTH = 1e9  # Cycles writes 1e10 where a ray hits nothing
 NORMAL_TOLERANCE = 1e-3  # | |n| - 1 |
 POSITION_TOLERANCE = 1e-3  # world units per unit of scene radius
 MAX_BAD_FRACTION = 0.01  # of the mask's pixels; more than this fails the view
+MAX_SAMPLE_OFFSET_PX = 0.01  # mean distance of the geometry samples from the pixel centres
 
 
 class ChecksFailed(Exception):
@@ -42,6 +43,7 @@ class ViewCheck:
     position_max_error: float = 0.0  # position pass vs depth pass unprojected through the camera
     position_bad_fraction: float = 0.0
     outside_bounds_fraction: float = 0.0
+    sample_offset_px: tuple[float, float] = (0.0, 0.0)  # mean (du, dv) of the samples from pixel centres
     color_coverage: float | None = None  # fraction of mask pixels the colour alpha covers (> 0.5)
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -92,6 +94,11 @@ def check_geometry(cam: CameraSpec, mask: np.ndarray, normal: np.ndarray, positi
     if result.outside_bounds_fraction > MAX_BAD_FRACTION:
         result.failures.append(f"{cam.name}: {result.outside_bounds_fraction:.2%} of positions lie outside "
                                "the object's bounding box")
+    rows, cols = np.nonzero(mask)
+    uv, _ = project(pos, cam)
+    result.sample_offset_px = tuple(float(x) for x in (uv - np.stack([cols + 0.5, rows + 0.5], 1)).mean(0))
+    if max(abs(x) for x in result.sample_offset_px) > MAX_SAMPLE_OFFSET_PX:
+        result.warnings.append(f"{cam.name}: geometry samples sit {result.sample_offset_px} px off the pixel centres")
     expected = unproject(np.where(mask, np.nan_to_num(depth), cam.view.distance), cam)[mask]
     err = np.linalg.norm(pos - expected, axis=-1)
     result.position_max_error = float(err.max())

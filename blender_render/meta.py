@@ -37,12 +37,13 @@ def view_files(index: int, options: RenderOptions) -> dict[str, str]:
 def encoding_meta(options: RenderOptions) -> dict:
     return {
         "position": "16-bit RGB PNG: value / 65535 = clamp(world + 0.5, 0, 1); background 0.5",
-        "normal": "16-bit RGB PNG: value / 65535 = clamp(normal * 0.5 + 0.5, 0, 1); background 0.5",
+        "normal": "16-bit RGB PNG: value / 65535 = clamp(normal * 0.5 + 0.5, 0, 1); background 0.5; the "
+                  "interpolated shading normal, not turned towards the camera on back faces",
         "depth": "16-bit grey PNG: depth = near + value / 65534 * (far - near), per view; 65535 = background",
         "mask": "8-bit grey PNG: 255 where a camera ray through the pixel centre hits the object",
         "color": f"{options.color_depth}-bit RGBA PNG, sRGB ('Standard' view transform), straight alpha",
         "albedo": f"{options.color_depth}-bit RGBA PNG: base colour, sRGB, straight alpha",
         "mr": f"{options.color_depth}-bit RGBA PNG, linear: R = 1, G = roughness, B = metallic (glTF layout)",
-        "exr": "float32 EXR: normal/position RGB (0 on the background), depth (1e10 on the background)",
+        "exr": "float32 RGB EXR: normal, position (0 on the background), depth in R = G = B (1e10 on the background)",
         "geometry_sampling": "one sample at each pixel centre (0.01 px box filter), no anti-aliasing",
     }

@@ -1,12 +1,13 @@
 """Render one object's views with Blender: exact geometry passes, then colour (bpy).
 
-Geometry: Cycles, 1 sample, a 0.01-pixel box filter and a plain diffuse material override, with
-the Normal, Position, Z and Alpha passes written as float EXR by a compositor File Output node.
-One render gives all four maps, sampled at the pixel centre without anti-aliasing (like the
-reference's nvdiffrast conditioning renders), with the file's own materials unable to bend normals
-or let rays through. Measured on bpy 5.0.1: unit normals to 1e-7, positions on the depth ray to
-1e-5 (anchors-render.md §B.4). Colour: Cycles or EEVEE with the real materials, the 'Standard'
-view transform and transparent film, plus shader AOVs for albedo and metallic-roughness.
+Geometry: Cycles, 1 sample, a 0.01-pixel box filter and an emission-only material override, with
+the interpolated shading normal (an AOV), the Position, Z and Alpha passes written as float EXR by
+a compositor File Output node. One render gives all four maps, sampled at the pixel centre without
+anti-aliasing (like the reference's nvdiffrast conditioning renders), with the file's own
+materials unable to bend normals or let rays through. Measured on bpy 5.0.1: unit normals to
+1e-7, positions on the depth ray to 1e-5, and equal to the backend's rasteriser within one 16-bit
+step. Colour: Cycles or EEVEE with the real materials, the 'Standard' view transform and
+transparent film, plus shader AOVs for albedo and metallic-roughness.
 
 Blender 5 API: compositor trees are node groups assigned to `scene.compositing_node_group`; the
 File Output node has `directory`, `file_name`, `file_output_items` and defaults to multilayer EXR.
@@ -28,8 +29,15 @@ from .cameras import CameraSpec
 from .options import RenderOptions
 
 _GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
-_GEOMETRY_ITEMS = {"Normal": "RGB", "Position": "RGB", "Depth": "BW", "Alpha": "BW"}
+NORMAL_AOV = "blender_render_normal"
+# Depth is written as RGB (three equal channels): OpenCV cannot read the single "V" channel of a BW EXR.
+_GEOMETRY_ITEMS = {NORMAL_AOV: "RGB", "Position": "RGB", "Depth": "RGB", "Alpha": "BW"}
 COLOR_BOUNCES = 4
+# With one sample and the narrowest box filter, Cycles (measured on 5.0.1) samples every pixel at
+# (+0.00049, +0.00049) pixels from its centre (x right, y up), the same for all pixels, views and
+# resolutions. Geometry renders shift the camera back by that much, so positions and normals are
+# taken at the pixel centres of shared/views.py; the checks measure what remains.
+SAMPLE_OFFSET_PX = 0.00049
 
 
 @dataclass
@@ -88,6 +96,34 @@ def load_float_image(path: Path) -> np.ndarray:
         bpy.data.images.remove(img)
 
 
+def _geometry_material() -> bpy.types.Material:
+    """The override for geometry renders: emission only (a BSDF would let Cycles bend shading
+    normals at grazing angles) and an AOV with the interpolated shading normal. Cycles turns
+    normals towards the camera on back faces; multiplying by (1 - 2 * backfacing) undoes that, so
+    open meshes keep their true orientation, as the backend's rasteriser sees them."""
+    mat = bpy.data.materials.new("blender_render_geometry")
+    tree = mat.node_tree
+    for node in list(tree.nodes):
+        if node.bl_idname != "ShaderNodeOutputMaterial":
+            tree.nodes.remove(node)
+    output = tree.nodes[0]
+    emission = tree.nodes.new("ShaderNodeEmission")
+    tree.links.new(emission.outputs["Emission"], output.inputs["Surface"])
+    geometry = tree.nodes.new("ShaderNodeNewGeometry")
+    sign = tree.nodes.new("ShaderNodeMath")
+    sign.operation = "MULTIPLY_ADD"
+    sign.inputs[1].default_value, sign.inputs[2].default_value = -2.0, 1.0
+    tree.links.new(geometry.outputs["Backfacing"], sign.inputs[0])
+    scale = tree.nodes.new("ShaderNodeVectorMath")
+    scale.operation = "SCALE"
+    tree.links.new(geometry.outputs["Normal"], scale.inputs[0])
+    tree.links.new(sign.outputs["Value"], scale.inputs["Scale"])
+    aov = tree.nodes.new("ShaderNodeOutputAOV")
+    aov.aov_name = NORMAL_AOV
+    tree.links.new(scale.outputs["Vector"], aov.inputs["Color"])
+    return mat
+
+
 def _file_output(tree, rlayers, directory: Path, items: dict) -> bpy.types.Node:
     """A File Output node writing each render-layer socket in `items` as a float32 EXR."""
     node = tree.nodes.new("CompositorNodeOutputFile")
@@ -127,12 +163,14 @@ class Renderer:
         if options.threads:
             render.threads_mode, render.threads = "FIXED", options.threads
         layer = bpy.context.view_layer
-        layer.use_pass_normal = layer.use_pass_position = layer.use_pass_z = True
+        layer.use_pass_position = layer.use_pass_z = True
+        aov = layer.aovs.add()
+        aov.name, aov.type = NORMAL_AOV, "COLOR"
         cam_data = bpy.data.cameras.new("blender_render_camera")
         self.camera = bpy.data.objects.new("blender_render_camera", cam_data)
         scene.collection.objects.link(self.camera)
         scene.camera = self.camera
-        self.override = bpy.data.materials.new("blender_render_geometry")  # default: white diffuse
+        self.override = _geometry_material()
         self.geometry_tree = self._geometry_tree()
         self.lighting = self._lighting()
         self.color_tree = None  # built once AOVs exist (they add render-layer sockets)
@@ -187,9 +225,12 @@ class Renderer:
         return {"type": "hdri", "path": str(path.resolve()), "strength": o.hdri_strength,
                 "rotation_deg": rotation, "rotation_axis": "+Z (Blender world)"}
 
-    def place(self, cam: CameraSpec) -> None:
+    def place(self, cam: CameraSpec, geometry: bool) -> None:
+        data = self.camera.data
         for key, value in cam.blender_camera().items():
-            setattr(self.camera.data, key, value)
+            setattr(data, key, value)
+        offset = SAMPLE_OFFSET_PX if geometry else 0.0
+        data.shift_x, data.shift_y = -offset / cam.width, -offset / cam.height
         self.camera.matrix_world = mathutils.Matrix(cam.c2w_blender().tolist())
 
     # -- passes -------------------------------------------------------------------------------
@@ -207,15 +248,15 @@ class Renderer:
         scene.compositing_node_group = self.geometry_tree
 
     def geometry(self, cam: CameraSpec) -> GeometryPasses:
-        self.place(cam)
+        self.place(cam, geometry=True)
         prefix = f"geometry_{cam.index:03d}_"
         self.geometry_output.file_name = prefix
         bpy.ops.render.render(write_still=False)
         files = {name: self.work_dir / f"{prefix}{name}.exr" for name in _GEOMETRY_ITEMS}
         data = {name: load_float_image(path) for name, path in files.items()}
-        return GeometryPasses(mask=data["Alpha"][..., 0] > 0.5, normal=data["Normal"][..., :3],
+        return GeometryPasses(mask=data["Alpha"][..., 0] > 0.5, normal=data[NORMAL_AOV][..., :3],
                               position=data["Position"][..., :3], depth=data["Depth"][..., 0],
-                              exr={"normal": files["Normal"], "position": files["Position"],
+                              exr={"normal": files[NORMAL_AOV], "position": files["Position"],
                                    "depth": files["Depth"]})
 
     def begin_color(self) -> None:
@@ -245,7 +286,7 @@ class Renderer:
         c.max_bounces = COLOR_BOUNCES
 
     def color(self, cam: CameraSpec, png: Path) -> ColorPasses:
-        self.place(cam)
+        self.place(cam, geometry=False)
         prefix = f"color_{cam.index:03d}_"
         self.color_output.file_name = prefix
         scene = bpy.context.scene
@@ -258,7 +299,8 @@ class Renderer:
 
     def settings_meta(self) -> dict:
         o = self.options
-        return {"geometry": {"engine": "CYCLES", "samples": 1, "filter": "BOX 0.01 px", "material": "override"},
+        return {"geometry": {"engine": "CYCLES", "samples": 1, "filter": "BOX 0.01 px", "material": "override",
+                             "sample_offset_compensation_px": SAMPLE_OFFSET_PX},
                 "color": {"engine": "BLENDER_EEVEE" if o.engine == "eevee" else "CYCLES", "samples": o.samples,
                           "denoise": o.denoise, "filter": "BLACKMAN_HARRIS 1.5 px", "max_bounces": COLOR_BOUNCES,
                           "view_transform": "Standard"},
