@@ -1,0 +1,99 @@
+"""build_addon.py makes a zip that Blender's validator accepts and that installs, works and
+uninstalls as an extension in the `bpy` module, importing only its vendored copy of shared/."""
+import importlib.util
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .blender_run import ROOT, run_bpy
+from .fake_backend import install_as_backend
+
+
+def bpy_scripts() -> Path:
+    """Blender's bundled scripts folder, found without importing bpy here."""
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the bpy module is not installed")
+    package = Path(list(spec.submodule_search_locations)[0])
+    found = sorted(package.glob("[0-9]*.[0-9]*/scripts"))
+    assert found, f"no scripts folder in {package}"
+    return found[-1]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "-o", str(out)], capture_output=True,
+                          text=True, check=True)
+    return Path(proc.stdout.strip())
+
+
+def test_zip_layout_and_reproducibility(built, tmp_path):
+    names = zipfile.ZipFile(built).namelist()
+    assert built.name == "step1x3d-0.1.0.zip"
+    assert "blender_manifest.toml" in names and "__init__.py" in names
+    assert {"shared/protocol.py", "shared/settings.py", "shared/errors.py", "core/session.py",
+            "blender/panel.py"} <= set(names)
+    assert not any("__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "backend/")) for n in names)
+    again = subprocess.run([sys.executable, str(ROOT / "build_addon.py"), "-o", str(tmp_path)], capture_output=True,
+                           text=True, check=True)
+    assert Path(again.stdout.strip()).read_bytes() == built.read_bytes(), "same sources must give the same zip"
+
+
+def test_blender_validator_accepts_the_zip(built):
+    scripts = bpy_scripts()
+    proc = subprocess.run([sys.executable, str(scripts / "addons_core/bl_pkg/cli/blender_ext.py"), "validate",
+                           str(built), "--valid-tags", str(scripts / "modules/_bpy_internal/extensions/tags.py")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "Success" in proc.stdout, proc.stdout + proc.stderr
+
+
+INSTALL = """
+import os, sys, time
+import bpy, addon_utils
+from pathlib import Path
+before = set(bpy.context.preferences.addons.keys())
+bpy.ops.extensions.package_install_files(filepath={zip!r}, repo="user_default", enable_on_install=True)
+name = "bl_ext.user_default.step1x3d"
+added = sorted(set(bpy.context.preferences.addons.keys()) - before)
+package = sys.modules[name]
+protocol = sys.modules[name + ".shared.protocol"]
+prefs = bpy.context.preferences.addons[name].preferences
+prefs.python, prefs.backend_dir, prefs.plan = sys.executable, {backend!r}, "cpu"
+prefs.output_dir = os.path.join(os.getcwd(), "generations")
+scene = bpy.context.scene
+img = bpy.data.images.new("photo", 16, 16)
+img.generated_color = (0.2, 0.6, 0.9, 1.0)
+scene.step1x3d.image_source, scene.step1x3d.image = "IMAGE", img  # a generated image: saved to a temp file
+ret = bpy.ops.step1x3d.generate(timeout=60)
+obj = bpy.data.objects.get("photo")
+runtime = sys.modules[name + ".blender.runtime"].RUNTIME
+state = runtime.state
+addon_utils.disable(name, default_set=True)
+import json
+print("RESULT " + json.dumps(dict(
+    added=added, package_file=package.__file__, protocol_file=protocol.__file__,
+    repo_shared_imported="shared" in sys.modules, ret=sorted(ret), placed=obj is not None and
+    obj.users_collection[0].name == "Step1X-3D", state=state,
+    after_disable=dict(scene_prop=hasattr(bpy.types.Scene, "step1x3d"),
+                       operator=hasattr(bpy.types, "STEP1X3D_OT_generate"),
+                       panel=hasattr(bpy.types, "STEP1X3D_PT_main"),
+                       backend_stopped=runtime.session is None),
+)))
+"""
+
+
+def test_zip_installs_runs_and_uninstalls(built, tmp_path, assets):
+    backend = install_as_backend(tmp_path / "fake-backend")
+    r = run_bpy(INSTALL.format(zip=str(built), backend=str(backend)), tmp_path, enable=False,
+                env={"FAKE_BACKEND_GLB": str(assets / "meshes" / "BoxTextured.glb")})
+    user = tmp_path / "blender-user" / "extensions" / "user_default" / "step1x3d"
+    assert r["added"] == ["bl_ext.user_default.step1x3d"]
+    assert Path(r["package_file"]).parent == user
+    assert Path(r["protocol_file"]) == user / "shared" / "protocol.py", "the vendored shared/ must be used"
+    assert not r["repo_shared_imported"]
+    assert r["ret"] == ["FINISHED"] and r["placed"] and r["state"] == "ready"
+    assert r["after_disable"] == {"scene_prop": False, "operator": False, "panel": False, "backend_stopped": True}
