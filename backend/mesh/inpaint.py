@@ -6,7 +6,8 @@
    5 s in Python); a few relaxation sweeps smooth the filled region. Unseen chart texels take the
    barycentric blend of their face's vertex colours.
 2. Image pass: texels still empty inside charts (parts of the mesh no seen vertex connects to)
-   are filled with cv2.inpaint (Telea), limited to those holes.
+   are filled with cv2.inpaint (Navier-Stokes, as the reference; on float32, where OpenCV's Telea
+   variant returns values far outside the input range), limited to those holes.
 3. Padding: every texel outside the charts takes the colour of its nearest chart texel (a
    Voronoi fill), which is what bilinear filtering and mip-maps need at chart borders.
 """
@@ -133,5 +134,5 @@ def inpaint(mesh: UVMesh, baked: BakeResult, options: InpaintOptions = InpaintOp
     if image_filled.any():
         hole_mask = image_filled.astype(np.uint8)
         texture = np.stack([cv2.inpaint(np.ascontiguousarray(texture[..., k]), hole_mask, options.image_radius,
-                                        cv2.INPAINT_TELEA) for k in range(channels)], axis=-1)
+                                        cv2.INPAINT_NS) for k in range(channels)], axis=-1)
     return InpaintResult(texture.astype(np.float32), baked_mask, mesh_filled, image_filled, chart)

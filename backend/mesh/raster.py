@@ -10,8 +10,9 @@ Semantics (both paths, and the brute-force reference in tests/mesh, implement ex
 - triangles with a vertex nearer than `camera.near` are dropped whole (no clipping; every camera
   the project uses keeps the object well in front), zero-area triangles are dropped, no far plane;
 - depth is camera depth (distance along the view axis): linear in screen space for orthographic
-  cameras, 1 / depth linear for perspective ones; the nearest depth wins, exact ties go to the
-  lower face index;
+  cameras, 1 / depth linear for perspective ones, evaluated as d_a + l_b (d_b - d_a) + l_c (d_c -
+  d_a) so that a constant-depth triangle (every UV-space triangle) gets exactly d_a; the nearest
+  depth wins, exact ties go to the lower face index;
 - barycentrics weight the face's vertices (a, b, c) in 3D, i.e. perspective-correct.
 
 CPU: a numba z-buffer over per-triangle bounding boxes, parallel over bands of rows (each band
@@ -207,11 +208,11 @@ def _nb_zbuffer(xy, depth, faces, box, area, height, width, perspective, zbuf, f
                             continue
                     elif e0 > 0 or e1 > 0 or e2 > 0:
                         continue
-                    l0, l1, l2 = e0 / ar, e1 / ar, e2 / ar
+                    l1, l2 = e1 / ar, e2 / ar
                     if perspective:
-                        z = 1.0 / (l0 / da + l1 / db + l2 / dc)
+                        z = 1.0 / (1.0 / da + l1 * (1.0 / db - 1.0 / da) + l2 * (1.0 / dc - 1.0 / da))
                     else:
-                        z = l0 * da + l1 * db + l2 * dc
+                        z = da + l1 * (db - da) + l2 * (dc - da)
                     if z < zbuf[i, j]:
                         zbuf[i, j] = z
                         fbuf[i, j] = f
@@ -321,9 +322,10 @@ def _raster_torch(screens: list[_Screen], faces_np: np.ndarray, device: torch.de
             ar = r[:, 9]
             pos = ar > 0
             inside = torch.where(pos, (e0 >= 0) & (e1 >= 0) & (e2 >= 0), (e0 <= 0) & (e1 <= 0) & (e2 <= 0))
-            l0, l1, l2 = e0 / ar, e1 / ar, e2 / ar
-            z_lin = l0 * r[:, 6] + l1 * r[:, 7] + l2 * r[:, 8]
-            z_persp = 1.0 / (l0 / r[:, 6] + l1 / r[:, 7] + l2 / r[:, 8])
+            l1, l2 = e1 / ar, e2 / ar
+            da, db, dc = r[:, 6], r[:, 7], r[:, 8]
+            z_lin = da + l1 * (db - da) + l2 * (dc - da)
+            z_persp = 1.0 / (1.0 / da + l1 * (1.0 / db - 1.0 / da) + l2 * (1.0 / dc - 1.0 / da))
             z = torch.where(r[:, 10] > 0, z_persp, z_lin)
             view = view_of[pid]
             flat = offsets[view] + py * widths[view] + px

@@ -35,7 +35,9 @@ def screen_reference(xy, depth, faces, height, width, perspective, near, eps=1e-
     with np.errstate(divide="ignore", invalid="ignore"):
         lam = np.stack([e0, e1, e2], -1) / area[:, None]  # (H, W, F, 3)
         d = depth[faces]  # (F, 3)
-        z = 1.0 / (lam / d).sum(-1) if perspective else (lam * d).sum(-1)
+        t = 1.0 / d if perspective else d
+        z = t[:, 0] + lam[..., 1] * (t[:, 1] - t[:, 0]) + lam[..., 2] * (t[:, 2] - t[:, 0])
+        z = 1.0 / z if perspective else z
     sign = np.sign(area)
     inside = (e0 * sign >= 0) & (e1 * sign >= 0) & (e2 * sign >= 0) & usable
     zi = np.where(inside, z, np.inf)
