@@ -1,7 +1,9 @@
 """`python -m backend serve`: the JSON-lines server the Blender add-on drives.
 
-The main thread reads requests from stdin; one worker thread runs jobs from a FIFO queue, one at
-a time, keeping engines (and their models) loaded between jobs. The protocol stream is a private
+A reader thread takes requests from stdin and answers the quick ones at once; the main thread
+runs jobs from a FIFO queue, one at a time, keeping engines (and their models) loaded between
+jobs. Jobs run on the main thread because native libraries are not all thread-safe (pymeshlab
+corrupts the heap when driven from a secondary thread). The protocol stream is a private
 duplicate of the original stdout; file descriptor 1 itself is pointed at stderr, so anything a
 library prints (Python or C level) lands in the log, never in the protocol.
 """
@@ -40,7 +42,6 @@ class Server:
         self._pending: list[QueuedJob] = []  # queued, not started, in order
         self._current: QueuedJob | None = None
         self._known: set[str] = set()
-        self._worker = threading.Thread(target=self._work, name="job-worker", daemon=True)
 
     # ---- output ----
     def emit(self, name: str, **fields) -> None:
@@ -118,7 +119,6 @@ class Server:
         self.emit("status", state="busy" if current else "idle", job=current, queue=pending)
 
     def _op_shutdown(self, msg: protocol.Message) -> bool:
-        self.stop()
         return False
 
     # ---- worker ----
@@ -162,26 +162,29 @@ class Server:
                   seconds=round(time.perf_counter() - started, 3))
 
     # ---- lifecycle ----
-    def start(self) -> None:
-        self._worker.start()
-        self._ready()
+    def _read(self, stdin: TextIO) -> None:
+        for line in stdin:
+            if not self.handle_line(line):
+                break
+        self.stop()  # shutdown requested, or stdin closed because the client is gone
 
     def stop(self) -> None:
+        """Cancel everything and let the job loop end after the running job's next step."""
         with self._lock:
-            for job in self._pending:
+            dropped, self._pending = self._pending, []
+            for job in dropped:
                 job.cancel.set()
             if self._current:
                 self._current.cancel.set()
+        for job in dropped:
+            self.emit("error", job=job.spec.job_id, code="cancelled", message="the backend is shutting down")
         self._queue.put(None)
-        self._worker.join(timeout=60)
-        self.emit("bye")
 
     def serve_forever(self, stdin: TextIO) -> None:
-        self.start()
-        for line in stdin:
-            if not self.handle_line(line):
-                return
-        self.stop()  # stdin closed: the client is gone
+        self._ready()
+        threading.Thread(target=self._read, args=(stdin,), name="request-reader", daemon=True).start()
+        self._work()
+        self.emit("bye")
 
 
 def _protocol_stream() -> TextIO:
