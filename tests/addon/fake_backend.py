@@ -9,9 +9,12 @@ root on PYTHONPATH, or through `install_as_backend()` as `python -m backend serv
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import queue
 import shutil
+import struct
 import sys
 import threading
 import time
@@ -87,12 +90,38 @@ class Worker(threading.Thread):
             for i in range(1, 4):
                 self.step(job, "texture", i, 3, delay, not stubborn)
         tmp = output.with_name(output.name + ".part")
-        # texture-only jobs keep the given mesh (as the real texture path keeps the geometry)
         mesh = msg.get("mesh")
-        shutil.copyfile(mesh if mesh and mesh.lower().endswith(".glb") else self.glb, tmp)
+        if mesh and mesh.lower().endswith(".glb"):  # texture-only: the given shape, re-centred and re-scaled
+            normalise_glb(Path(mesh), tmp)
+        else:
+            shutil.copyfile(self.glb, tmp)
         os.replace(tmp, output)
         emit("done", job=job, path=str(output), seconds=round(time.monotonic() - started, 3),
              metadata={"engine": "fake", "seed": values["seed"], "settings": values})
+
+
+def normalise_glb(source: Path, target: Path) -> None:
+    """Copy a GLB under a new root node that centres it and scales its largest extent to 1, the
+    frame the real backend delivers (bounds from the POSITION accessors' min/max)."""
+    data = source.read_bytes()
+    json_len = struct.unpack_from("<I", data, 12)[0]
+    gltf = json.loads(data[20:20 + json_len])
+    rest = data[20 + json_len:]
+    lo, hi = [math.inf] * 3, [-math.inf] * 3
+    for mesh in gltf["meshes"]:
+        for prim in mesh["primitives"]:
+            acc = gltf["accessors"][prim["attributes"]["POSITION"]]
+            lo = [min(a, b) for a, b in zip(lo, acc["min"])]
+            hi = [max(a, b) for a, b in zip(hi, acc["max"])]
+    scale = 1.0 / max(h - l for l, h in zip(lo, hi))
+    scene = gltf["scenes"][gltf.get("scene", 0)]
+    gltf["nodes"].append({"name": "normalise", "children": scene["nodes"], "scale": [scale] * 3,
+                          "translation": [-(l + h) / 2 * scale for l, h in zip(lo, hi)]})
+    scene["nodes"] = [len(gltf["nodes"]) - 1]
+    chunk = json.dumps(gltf).encode()
+    chunk += b" " * (-len(chunk) % 4)
+    body = struct.pack("<II", len(chunk), 0x4E4F534A) + chunk + rest
+    target.write_bytes(struct.pack("<III", 0x46546C67, 2, 12 + len(body)) + body)
 
 
 def main() -> int:
