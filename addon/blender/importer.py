@@ -68,12 +68,23 @@ _DATA = {"MESH": "meshes", "CAMERA": "cameras", "LIGHT": "lights"}
 
 
 def _remove(objects) -> None:
-    """Delete objects and the data only they used (the importer's cameras and lights too)."""
+    """Delete objects and the data only they used: the importer's cameras and lights, a preview's
+    mesh with its materials and textures."""
     for obj in objects:
         data, kind = obj.data, obj.type
+        materials = [m for m in getattr(data, "materials", []) if m is not None]
         bpy.data.objects.remove(obj, do_unlink=True)
-        if data is not None and data.users == 0 and kind in _DATA:
-            getattr(bpy.data, _DATA[kind]).remove(data)
+        if data is None or data.users > 0 or kind not in _DATA:
+            continue
+        getattr(bpy.data, _DATA[kind]).remove(data)
+        for material in materials:
+            if material.users > 0:
+                continue
+            images = [n.image for n in material.node_tree.nodes if getattr(n, "image", None)] if material.node_tree else []
+            bpy.data.materials.remove(material)
+            for image in images:
+                if image.users == 0:
+                    bpy.data.images.remove(image)
 
 
 def _join(meshes, context) -> bpy.types.Object:

@@ -173,7 +173,9 @@ class Runtime:
         except importer.ImportProblem as problem:
             self.say("ERROR", f"{meta.label}: {problem}")
         finally:
-            if not job.active:
+            # Only a job's last outcome ends it: outcomes come in batches, so a preview may be
+            # handled when the job has already finished.
+            if outcome.kind != jobs.PREVIEW:
                 self._cleanup(job.job_id)
 
     def _show_preview(self, job, meta: JobMeta, path: str) -> None:

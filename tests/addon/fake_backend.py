@@ -37,8 +37,9 @@ def emit(name: str, **fields) -> None:
 
 
 class Worker(threading.Thread):
-    def __init__(self, glb: Path, step_delay: float):
+    def __init__(self, glb: Path, step_delay: float, steps: int):
         super().__init__(daemon=True)
+        self.steps = steps
         self.glb = glb
         self.step_delay = step_delay
         self.jobs: queue.Queue = queue.Queue()
@@ -73,14 +74,14 @@ class Worker(threading.Thread):
         delay = 0.5 if "slow" in name else self.step_delay
         stubborn = "stubborn" in name
         started = time.monotonic()
-        for i in range(1, 5):
+        for i in range(1, self.steps + 1):
             if "crash" in name and i == 3:
                 print("fake backend: simulated crash (CUDA error: an illegal memory access)", file=sys.stderr, flush=True)
                 os._exit(3)
             if "hang" in name and i == 3:
                 hung.set()
                 time.sleep(3600)
-            self.step(job, "geometry", i, 4, delay, not stubborn)
+            self.step(job, "geometry", i, self.steps, delay, not stubborn)
         output = Path(msg.get("output"))
         output.parent.mkdir(parents=True, exist_ok=True)
         if values["texture"]:
@@ -128,6 +129,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--glb", default=os.environ.get("FAKE_BACKEND_GLB"), help="the GLB every job 'generates'")
     parser.add_argument("--step-delay", type=float, default=0.02)
+    parser.add_argument("--steps", type=int, default=4, help="geometry steps per job (at least 3)")
     parser.add_argument("--ready-delay", type=float, default=0.0)
     parser.add_argument("--protocol", type=int, default=protocol.PROTOCOL_VERSION)
     parser.add_argument("--no-ready", action="store_true", help="never report ready")
@@ -145,7 +147,7 @@ def main() -> int:
     time.sleep(args.ready_delay)
     if not args.no_ready:
         emit("ready", protocol=args.protocol, version="fake-1", engines=["preview"])
-    worker = Worker(Path(args.glb), args.step_delay)
+    worker = Worker(Path(args.glb), args.step_delay, args.steps)
     worker.start()
     for raw in sys.stdin.buffer:
         if hung.is_set():

@@ -62,6 +62,18 @@ tick_until(lambda: not job.active)
 result(cancel=dict(preview_seen=preview_seen, same=sorted(o.name for o in bpy.data.objects) == before,
                    job=job.state, state=RUNTIME.state, notice=RUNTIME.notice[1]))
 
+# preview and result arriving in one timer tick: both handled, the preview replaced
+images_before = len(bpy.data.images)
+job = RUNTIME.submit(bpy.context, label="batched", settings=dict(records[0].settings),
+                     image=os.path.join(cwd, "duck photo.png"))
+import time
+while not os.path.exists(job.request.output):
+    time.sleep(0.05)
+time.sleep(0.5)  # let the `done` line reach the queue before the first tick
+tick_until(lambda: not job.active)
+result(batched=dict(job=job.state, objects=sorted(o.name for o in bpy.data.objects),
+                    images_added=len(bpy.data.images) - images_before))
+
 # the backend dies mid-job, then a restart works
 props.image_path = make_png(os.path.join(cwd, "crash.png"))
 ret, msg = attempt(bpy.ops.step1x3d.generate)
@@ -127,12 +139,18 @@ def test_cancel_leaves_scene_unchanged_and_backend_ready(generated):
     assert r["job"] == "cancelled" and r["state"] == "ready" and "cancelled" in r["notice"]
 
 
+def test_preview_and_result_in_one_tick(generated):
+    r = generated["batched"]
+    assert r["job"] == "done" and r["objects"] == ["batched", "duck photo"]
+    assert r["images_added"] == 1, "the preview's texture goes with the preview"
+
+
 def test_crash_is_reported_and_restart_works(generated):
     r = generated["crash"]
     assert r["ret"] == ["CANCELLED"] and r["state"] == "crashed"
     assert "exited unexpectedly (exit code 3)" in r["msg"] and "illegal memory access" in r["msg"]
     assert "Start in the panel" in r["msg"]
-    assert r["again"] == ["FINISHED"] and r["state_after"] == "ready" and r["objects"] == 2
+    assert r["again"] == ["FINISHED"] and r["state_after"] == "ready" and r["objects"] == 3
 
 
 def test_errors_have_their_messages(generated):
