@@ -99,8 +99,11 @@ class Worker:
         return message
 
     def run(self, task: dict, timeout: float) -> dict:
-        self.proc.stdin.write((json.dumps(task) + "\n").encode())
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write((json.dumps(task) + "\n").encode())
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise WorkerGone("worker_crashed", f"worker {self.pid} is gone (status {self.proc.wait()})") from None
         while True:
             message = self._readline(timeout)
             if message.get("event") == "result" and message.get("id") == task["id"]:
