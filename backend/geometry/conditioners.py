@@ -46,8 +46,8 @@ def pixel_values(images: list[Image.Image], size: int, mean, std) -> torch.Tenso
     for image in images:
         image = image.convert("RGB")
         w, h = image.size
-        scale = size / min(w, h)
-        resized = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+        target = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)  # long side truncated
+        resized = image.resize(target, Image.Resampling.BICUBIC)
         left, top = (resized.width - size) // 2, (resized.height - size) // 2
         crop = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
         out.append(torch.from_numpy((crop - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)))

@@ -101,11 +101,14 @@ class StrictLoadMixin:
             model, info = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except BackendError:
             raise
-        except (OSError, EnvironmentError) as exc:
+        except OSError as exc:
+            if (where / WEIGHTS_NAME).is_file():  # there, but unreadable: truncated or not safetensors
+                raise BackendError("weights_not_found", f"{cls.__name__}: {where / WEIGHTS_NAME} is damaged: {exc}") from None
             raise BackendError("weights_not_found", f"{cls.__name__}: cannot load {where}: {exc}") from None
         except Exception as exc:  # safetensors header/size errors, shape errors while assigning
+            detail = str(exc).split(" If you want to instead")[0]  # drop diffusers' fine-tuning advice
             raise BackendError(
-                "weights_not_found", f"{cls.__name__}: {where} is damaged or does not fit this model: {exc}"
+                "weights_not_found", f"{cls.__name__}: {where} is damaged or does not fit this model: {detail}"
             ) from None
         problems = []
         if info["missing_keys"]:
