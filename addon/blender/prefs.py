@@ -27,16 +27,17 @@ def get(context=None) -> "STEP1X3D_AP_preferences":
     return addon.preferences
 
 
-def output_folder(prefs) -> Path:
+def output_folder(prefs, create: bool = True) -> Path:
     """Where GLBs go: the preference, else the extension's own user directory."""
     if prefs.output_dir.strip():
         folder = Path(bpy.path.abspath(prefs.output_dir)).expanduser()
     else:
         try:
-            folder = Path(bpy.utils.extension_path_user(ADDON_ID, path="generations", create=True))
+            folder = Path(bpy.utils.extension_path_user(ADDON_ID, path="generations"))
         except ValueError:  # not installed as an extension (run from the repository)
-            folder = Path(bpy.utils.user_resource("DATAFILES", path="step1x3d/generations", create=True))
-    folder.mkdir(parents=True, exist_ok=True)
+            folder = Path(bpy.utils.user_resource("DATAFILES", path="step1x3d/generations"))
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -104,7 +105,7 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
             sub.enabled = self.plan == "multi"
         col.prop(self, "output_dir")
         if not self.output_dir:
-            col.label(text=f"Results go to {output_folder(self)}", icon="INFO")
+            col.label(text=f"Results go to {output_folder(self, create=False)}", icon="INFO")
         if not bpy.app.online_access:
             col.label(text="Online access is off (System > Network): the backend will not download weights.",
                       icon="INTERNET_OFFLINE")

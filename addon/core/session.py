@@ -199,7 +199,9 @@ class Session:
         self._ready = False
         self._crashed = True
         detail = self._last_backend_error or (item.stderr_tail.strip().splitlines() or [""])[-1]
-        self.problem = f"the backend exited unexpectedly (exit code {item.returncode})" + (f": {detail}" if detail else "")
+        code = item.returncode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited unexpectedly (exit code {code})"
+        self.problem = f"the backend {how}" + (f": {detail}" if detail else "")
         self.log.append(("error", self.problem + ("\n" + item.stderr_tail if item.stderr_tail else "")))
         return self._end_active("backend_unavailable", self.problem)
 

@@ -45,6 +45,8 @@ class Worker(threading.Thread):
         self.jobs: queue.Queue = queue.Queue()
         self.cancelled: set[str] = set()
         self.current: str | None = None
+        self.outstanding = 0  # accepted and not yet finished
+        self.lock = threading.Lock()
 
     def step(self, job: str, stage: str, i: int, n: int, delay: float, honour_cancel: bool) -> None:
         if honour_cancel and job in self.cancelled:
@@ -62,6 +64,8 @@ class Worker(threading.Thread):
             except BackendError as err:
                 emit("error", job=job, code=err.code, message=err.message)
             self.current = None
+            with self.lock:
+                self.outstanding -= 1
 
     def generate(self, msg: protocol.Message) -> None:
         job, image = msg.get("job"), msg.get("image") or msg.get("mesh")
@@ -160,8 +164,9 @@ def main() -> int:
             emit("error", job=None, code=err.code, message=err.message)
             continue
         if msg.kind == "generate":
-            queued = worker.jobs.qsize() + (worker.current is not None)
-            emit("accepted", job=msg.get("job"), engine="fake", queue_position=queued)
+            with worker.lock:
+                position, worker.outstanding = worker.outstanding, worker.outstanding + 1
+            emit("accepted", job=msg.get("job"), engine="fake", queue_position=position)
             worker.jobs.put(msg)
         elif msg.kind == "cancel":
             worker.cancelled.add(msg.get("job"))

@@ -63,7 +63,6 @@ package = sys.modules[name]
 protocol = sys.modules[name + ".shared.protocol"]
 prefs = bpy.context.preferences.addons[name].preferences
 prefs.python, prefs.backend_dir, prefs.plan = sys.executable, {backend!r}, "cpu"
-prefs.output_dir = os.path.join(os.getcwd(), "generations")
 scene = bpy.context.scene
 img = bpy.data.images.new("photo", 16, 16)
 img.generated_color = (0.2, 0.6, 0.9, 1.0)
@@ -71,12 +70,13 @@ scene.step1x3d.image_source, scene.step1x3d.image = "IMAGE", img  # a generated 
 ret = bpy.ops.step1x3d.generate(timeout=60)
 obj = bpy.data.objects.get("photo")
 runtime = sys.modules[name + ".blender.runtime"].RUNTIME
+glb = obj["step1x3d_glb"]
 state = runtime.state
 addon_utils.disable(name, default_set=True)
 import json
 print("RESULT " + json.dumps(dict(
     added=added, package_file=package.__file__, protocol_file=protocol.__file__,
-    repo_shared_imported="shared" in sys.modules, ret=sorted(ret), placed=obj is not None and
+    repo_shared_imported="shared" in sys.modules, glb=glb, ret=sorted(ret), placed=obj is not None and
     obj.users_collection[0].name == "Step1X-3D", state=state,
     after_disable=dict(scene_prop=hasattr(bpy.types.Scene, "step1x3d"),
                        operator=hasattr(bpy.types, "STEP1X3D_OT_generate"),
@@ -96,4 +96,6 @@ def test_zip_installs_runs_and_uninstalls(built, tmp_path, assets):
     assert Path(r["protocol_file"]) == user / "shared" / "protocol.py", "the vendored shared/ must be used"
     assert not r["repo_shared_imported"]
     assert r["ret"] == ["FINISHED"] and r["placed"] and r["state"] == "ready"
+    extension_user = tmp_path / "blender-user" / "extensions" / ".user" / "user_default" / "step1x3d"
+    assert Path(r["glb"]).parent == extension_user / "generations", "results default to the extension's user folder"
     assert r["after_disable"] == {"scene_prop": False, "operator": False, "panel": False, "backend_stopped": True}

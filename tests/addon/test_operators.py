@@ -102,7 +102,8 @@ result(errors=dict(corrupt=corrupt, missing_image=missing_image, no_python=no_py
 # opening another file cancels the jobs of the one being closed
 job = RUNTIME.submit(bpy.context, label="orphan", settings=dict(records[0].settings),
                      image=make_png(os.path.join(cwd, "slow2.png")))
-tick_until(lambda: job.state == "running")
+tick_until(lambda: job.state == "running" or not job.active)
+assert job.state == "running", (job.state, job.error_message)
 bpy.ops.wm.read_homefile(use_empty=True)
 tick_until(lambda: not job.active)
 result(load=dict(job=job.state, objects=[o.name for o in bpy.data.objects]))

@@ -88,9 +88,11 @@ class FakePanel:
     def __init__(self):
         self.layout = Rec([])
 
-job = RUNTIME.submit(bpy.context, label="drawn", settings=schema.resolve({{}}), image=props.image_path.replace("ref", "slow"))
-import shutil; shutil.copyfile(props.image_path, props.image_path.replace("ref", "slow"))
-tick_until(lambda: job.state == "running")
+slow = props.image_path.replace("ref", "slow")
+import shutil; shutil.copyfile(props.image_path, slow)
+job = RUNTIME.submit(bpy.context, label="drawn", settings=schema.resolve({{}}), image=slow)
+tick_until(lambda: job.state == "running" or not job.active)
+assert job.state == "running", (job.state, job.error_message)
 main = FakePanel()
 panel.STEP1X3D_PT_main.draw(main, bpy.context)
 progress = [kw for name, args, kw in main.layout.log if name == "progress"]
