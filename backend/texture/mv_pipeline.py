@@ -35,8 +35,9 @@ LORA_NAME = "style"
 class LatentSync(Protocol):
     """Hook that keeps the views consistent through a shared texture (see sync.py)."""
 
-    def start(self, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Replace the initial per-view noise by view-consistent noise."""
+    def start(self, latents: torch.Tensor, steps: int, generator: torch.Generator) -> torch.Tensor:
+        """Called once with the initial noise (after the scheduler's timesteps are set); returns the
+        latents to start from."""
 
     def step(self, index: int, t: int, latents: torch.Tensor, eps: torch.Tensor,
              generator: torch.Generator) -> torch.Tensor | None:
@@ -141,9 +142,9 @@ class MultiViewPipeline(DiffusionPipeline, StableDiffusionXLLoraLoaderMixin):
         self.scheduler.set_timesteps(steps)
         shape = (NUM_VIEWS, self.unet.config.in_channels, *latent_size)
         latents = torch.randn(shape, generator=generator).to(device, dtype) * self.scheduler.init_noise_sigma
-        if sync is not None:
-            latents = sync.start(latents, generator)
         timesteps = [int(t) for t in self.scheduler.timesteps]
+        if sync is not None:
+            latents = sync.start(latents, len(timesteps), generator)
         for i, t in enumerate(timesteps):
             if ctx is not None:
                 ctx.step(STAGE, i, len(timesteps), "multi-view denoising")
@@ -179,6 +180,15 @@ class MultiViewPipeline(DiffusionPipeline, StableDiffusionXLLoraLoaderMixin):
         self.unet(latent.to(dtype), 0, encoder_hidden_states=pos.hidden.to(device, dtype), added_cond_kwargs=added,
                   cross_attention_kwargs={"mv": MVCall("record", latent_size, cache)}, return_dict=False)
         return cache
+
+    @torch.no_grad()
+    def colour_latents(self, colours: torch.Tensor, size: int = 64) -> torch.Tensor:
+        """Latents of flat images, one (C,) vector per (3,) colour in [0, 1] (the mean over the
+        image's interior, away from the encoder's zero padding)."""
+        image = colours.to(self.vae.device, self.vae.dtype)[:, :, None, None].expand(-1, -1, size, size) * 2.0 - 1.0
+        latent = self.vae.encode(image).latent_dist.mode() * self.vae.config.scaling_factor
+        n = latent.shape[-1]
+        return latent[:, :, n // 4: n - n // 4, n // 4: n - n // 4].float().mean(dim=(2, 3)).to(self.unet.device)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> [V, 3, H, W] in [0, 1], one view at a time (bounds the VAE's peak memory)."""
