@@ -97,6 +97,7 @@ main = FakePanel()
 panel.STEP1X3D_PT_main.draw(main, bpy.context)
 progress = [kw for name, args, kw in main.layout.log if name == "progress"]
 labels = [kw.get("text") for name, args, kw in main.layout.log if name == "label"]
+thumbnails = list(RUNTIME._previews.keys())  # icon ids stay 0 without a UI, so check what was loaded
 drawn = []
 for cls in panel.classes()[1:-1]:
     fake = FakePanel()
@@ -112,7 +113,7 @@ bpy.ops.wm.save_as_mainfile(filepath=path)
 stored = sorted(scene.step1x3d.keys())
 RUNTIME.cancel()
 tick_until(lambda: not job.active)
-result(panel=dict(progress=progress, labels=labels, drawn=drawn, history_ops=ops, stored=stored,
+result(panel=dict(progress=progress, labels=labels, thumbnails=thumbnails, drawn=drawn, history_ops=ops, stored=stored,
                   parents=[c.bl_parent_id for c in panel.classes()[1:]]))
 """
 
@@ -147,6 +148,8 @@ def test_panel_draws_progress_and_every_setting(outcome):
     assert len(r["progress"]) == 1 and 0 <= r["progress"][0]["factor"] <= 1
     assert r["progress"][0]["type"] == "BAR" and r["progress"][0]["text"].startswith(("Geometry", "Texture"))
     assert "Backend: busy" in r["labels"]
+    assert len(r["thumbnails"]) == 1 and r["thumbnails"][0].split(":")[0].endswith("ref.png"), \
+        "the reference image's thumbnail is loaded"
     assert sorted(r["drawn"]) == sorted(s.name for s in settings.SETTINGS), "each schema setting drawn once"
     assert r["history_ops"].count("step1x3d.history_import") == 2
     assert set(r["parents"]) == {"STEP1X3D_PT_main"}

@@ -33,7 +33,7 @@ result(generate=dict(
     ret=sorted(ret), collections=[c.name for c in obj.users_collection], seed=obj["step1x3d_seed"],
     engine=obj["step1x3d_engine"], bottom=float(lo[2]), faces=len(obj.data.polygons),
     image_size=list(images[0].size) if images else None, state=RUNTIME.state,
-    extent=float(max(hi - lo)),
+    extent=float(max(hi - lo)), centre=[float((lo[0] + hi[0]) / 2), float((lo[1] + hi[1]) / 2)],
 ))
 
 settings = {{name: getattr(props, name) for name in ("seed", "texture_resolution", "face_count",
@@ -54,6 +54,16 @@ tick_until(lambda: not job.active)
 killed = dict(job=job.state, notice=RUNTIME.notice[1], state=RUNTIME.state,
               same=sorted(o.name for o in bpy.data.objects) == before)
 ret = bpy.ops.step1x3d.generate(timeout=240)
+with open("corrupt.png", "wb") as f:
+    f.write(bytes.fromhex("89504e470d0a1a0a") + bytes(64))  # a PNG signature with nothing behind it
+props.image_path = os.path.abspath("corrupt.png")
+try:
+    bpy.ops.step1x3d.generate(timeout=240)
+    corrupt = ""
+except RuntimeError as err:
+    corrupt = str(err)
+bpy.ops.step1x3d.check_backend()
+result(check=dict(state=RUNTIME.info_state, text=RUNTIME.info_text, corrupt=corrupt, state_after=RUNTIME.state))
 result(kill=dict(**killed, again=sorted(ret), state_after=RUNTIME.state, robots=sorted(o.name for o in bpy.data.objects)))
 """
 
@@ -66,11 +76,14 @@ def test_real_preview_backend(tmp_path):
     g = r["generate"]
     assert g["ret"] == ["FINISHED"] and g["collections"] == ["Step1X-3D"]
     assert g["seed"] == 5 and g["engine"] == "preview" and g["state"] == "ready"
-    assert g["bottom"] == pytest.approx(-1.0, abs=1e-4)
+    assert g["bottom"] == pytest.approx(-1.0, abs=1e-4) and g["centre"] == pytest.approx([0.0, 0.0], abs=1e-4)
     assert 0 < g["faces"] <= 3000 and g["image_size"] == [512, 512]
     assert g["extent"] == pytest.approx(1.0, abs=0.02), "the backend's unit-size asset keeps its scale"
     assert r["cancel"] == {"job": "cancelled", "same": True, "state": "ready"}
     k = r["kill"]
     assert k["job"] == "failed" and k["state"] == "crashed" and k["same"]
     assert "the backend was killed by signal 9" in k["notice"] and "Start in the panel" in k["notice"]
+    c = r["check"]
+    assert "could not be read" in c["corrupt"] and "corrupt.png" in c["corrupt"] and c["state_after"] == "ready"
+    assert c["state"] == "ok" and "engines:" in c["text"] and "GPUs:" in c["text"]
     assert k["again"] == ["FINISHED"] and k["state_after"] == "ready" and k["robots"] == ["robot", "robot.001"]
