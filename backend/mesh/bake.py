@@ -122,8 +122,10 @@ def _images(images, device) -> list[torch.Tensor]:
     out = []
     for img in images:
         t = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(img))
-        scale = 1.0 / 255.0 if t.dtype == torch.uint8 else 1.0
-        t = t.to(device=device, dtype=torch.float32) * scale
+        scale = t.dtype == torch.uint8
+        t = t.to(device=device, dtype=torch.float32)  # no copy when it already is
+        if scale:
+            t = t / 255.0
         if t.ndim == 2:
             t = t.unsqueeze(-1)
         if t.ndim != 3:
@@ -158,33 +160,48 @@ def bake(mesh: UVMesh, images, views: Sequence[View], texture_size: int, *, weig
     used = []
     for view, cam, img, raster, w_view in zip(views, cameras, imgs, rasters, weights):
         edge_px = options.edge_px if options.edge_px is not None else round(2 / 512 * max(cam.width, cam.height))
-        if method == "numba":
-            reliable = bake_cpu.reliable_pixels(raster.depth.numpy(), cam, edge_px, options.depth_edge_slope)
-            w, xy = bake_cpu.view_weights(surface.position.numpy(), surface.normal.numpy(), cam, raster.depth.numpy(),
-                                          reliable, cos_min, options.cos_power)
-            w, xy = torch.from_numpy(w), torch.from_numpy(xy)
-        else:
-            reliable = reliable_pixels(raster.depth, cam, edge_px, options.depth_edge_slope)
-            w, xy = _view_weights(surface, cam, raster.depth, reliable, options.cos_power, cos_min)
-        w = w * float(w_view)
-        hit = w > 0
-        n_hit = int(hit.sum())
-        if n_hit == 0 or (options.skip_covered is not None
-                          and int((hit & (acc_w > 0)).sum()) > options.skip_covered * n_hit):
-            continue
-        if method == "numba":
-            bake_cpu.accumulate(img.numpy(), xy.numpy(), w.numpy(), acc.numpy(), acc_w.numpy())
-        else:
-            acc[hit] += sample_bilinear(img, xy[hit, 0], xy[hit, 1]) * w[hit, None]
-            acc_w[hit] += w[hit]
-        used.append(view.name)
+        bake_view = _bake_view_numba if method == "numba" else _bake_view_torch
+        if bake_view(surface, cam, img, raster.depth, float(w_view), edge_px, options, cos_min, acc, acc_w):
+            used.append(view.name)
     t = texture_size
-    texture = torch.zeros(t, t, channels, device=device)
-    weight = torch.zeros(t, t, device=device)
-    rows, cols = surface.index[:, 0], surface.index[:, 1]
-    texture[rows, cols] = acc / acc_w.clamp_min(1e-12)[:, None]
-    weight[rows, cols] = acc_w
-    return BakeResult(texture, weight, surface, used)
+    flat = surface.index[:, 0] * t + surface.index[:, 1]
+    texture = torch.zeros(t * t, channels, device=device).index_copy_(0, flat, acc / acc_w.clamp_min(1e-12)[:, None])
+    weight = torch.zeros(t * t, device=device).index_copy_(0, flat, acc_w)
+    return BakeResult(texture.view(t, t, channels), weight.view(t, t), surface, used)
+
+
+def _skip(n_hit: int, n_already: int, options: BakeOptions) -> bool:
+    """The reference's "fast" merge: a view adds nothing when it paints only painted texels."""
+    return n_hit == 0 or (options.skip_covered is not None and n_already > options.skip_covered * n_hit)
+
+
+def _bake_view_torch(surface: TexelSurface, cam: Camera, img: torch.Tensor, depth: torch.Tensor, w_view: float,
+                     edge_px: int, options: BakeOptions, cos_min: float, acc: torch.Tensor,
+                     acc_w: torch.Tensor) -> bool:
+    reliable = reliable_pixels(depth, cam, edge_px, options.depth_edge_slope)
+    w, xy = _view_weights(surface, cam, depth, reliable, options.cos_power, cos_min)
+    w = w * w_view
+    hit = w > 0
+    if _skip(int(hit.sum()), int((hit & (acc_w > 0)).sum()), options):
+        return False
+    acc[hit] += sample_bilinear(img, xy[hit, 0], xy[hit, 1]) * w[hit, None]
+    acc_w[hit] += w[hit]
+    return True
+
+
+def _bake_view_numba(surface: TexelSurface, cam: Camera, img: torch.Tensor, depth: torch.Tensor, w_view: float,
+                     edge_px: int, options: BakeOptions, cos_min: float, acc: torch.Tensor,
+                     acc_w: torch.Tensor) -> bool:
+    depth_np, acc_w_np = depth.numpy(), acc_w.numpy()
+    reliable = bake_cpu.reliable_pixels(depth_np, cam, edge_px, options.depth_edge_slope)
+    w, xy = bake_cpu.view_weights(surface.position.numpy(), surface.normal.numpy(), cam, depth_np, reliable,
+                                  cos_min, options.cos_power)
+    w *= w_view
+    hit = w > 0
+    if _skip(int(np.count_nonzero(hit)), int(np.count_nonzero(hit & (acc_w_np > 0))), options):
+        return False
+    bake_cpu.accumulate(img.numpy(), xy, w, acc.numpy(), acc_w_np)
+    return True
 
 
 def _view_weights(surface: TexelSurface, cam: Camera, depth: torch.Tensor, reliable: torch.Tensor,

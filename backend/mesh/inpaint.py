@@ -85,54 +85,64 @@ def nearest_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
         return image
     _, labels = cv2.distanceTransformWithLabels((~known).astype(np.uint8), cv2.DIST_L2, 5,
                                                 labelType=cv2.DIST_LABEL_PIXEL)
-    rows, cols = np.nonzero(known)  # labels number the known texels in this (raster) order
-    nearest = labels - 1
-    return image[rows[nearest], cols[nearest]]
+    known_flat = np.flatnonzero(known)  # labels number the known texels in this (raster) order
+    unknown_flat = np.flatnonzero(~known)
+    out = image.copy()
+    flat = out.reshape(len(known_flat) + len(unknown_flat), -1)
+    flat[unknown_flat] = flat[known_flat[labels.ravel()[unknown_flat] - 1]]
+    return out
 
 
 def inpaint(mesh: UVMesh, baked: BakeResult, options: InpaintOptions = InpaintOptions()) -> InpaintResult:
     """Complete a baked texture: mesh propagation, in-chart image inpaint, chart padding."""
     surface = baked.surface
     texture = _np(baked.texture).astype(np.float32)
-    baked_mask = _np(baked.covered) & _np(surface.chart_mask)
     chart = _np(surface.chart_mask)
+    baked_mask = _np(baked.covered) & chart
     if not baked_mask.any():
         raise ValueError("no texel was painted by any view; there is nothing to inpaint from")
-    fid = _np(surface.uv_raster.face_id)
-    bary = _np(surface.uv_raster.bary).astype(np.float64)
-    channels = texture.shape[-1]
+    holes = chart & ~baked_mask
+    mesh_filled = np.zeros_like(chart)
+    if holes.any():
+        mesh_filled = _mesh_fill(mesh, texture, baked_mask, holes, _np(surface.uv_raster.face_id),
+                                 _np(surface.uv_raster.bary), options)
+    known = baked_mask | mesh_filled
+    texture = nearest_fill(texture, known)
+    image_filled = chart & ~known
+    if image_filled.any():
+        hole_mask = image_filled.astype(np.uint8)
+        texture = np.stack([cv2.inpaint(np.ascontiguousarray(texture[..., k]), hole_mask, options.image_radius,
+                                        cv2.INPAINT_NS) for k in range(texture.shape[-1])], axis=-1)
+    return InpaintResult(texture.astype(np.float32), baked_mask, mesh_filled, image_filled, chart)
 
+
+def _mesh_fill(mesh: UVMesh, texture: np.ndarray, baked: np.ndarray, holes: np.ndarray, fid: np.ndarray,
+               bary: np.ndarray, options: InpaintOptions) -> np.ndarray:
+    """Fill `holes` in `texture` (in place) from vertex colours grown over the welded mesh;
+    returns the texels it filled."""
     welded_faces = np.asarray(mesh.vmapping)[np.asarray(mesh.faces)]
     n_welded = int(mesh.vmapping.max()) + 1
     welded_pos = np.zeros((n_welded, 3))
     welded_pos[mesh.vmapping] = mesh.vertices
 
-    # seed colours: hat-function weighted mean of the baked texels on a vertex's faces
-    rows, cols = np.nonzero(baked_mask)
+    # seed colours: hat-function (barycentric) weighted mean of the baked texels on a vertex's faces
+    rows, cols = np.nonzero(baked)
     corner = welded_faces[fid[rows, cols]].ravel()
-    hat = bary[rows, cols].ravel()
-    colour = np.repeat(texture[rows, cols].astype(np.float64), 3, axis=0)
+    hat = bary[rows, cols].astype(np.float64).ravel()
+    colour = texture[rows, cols].astype(np.float64)
     weight = np.bincount(corner, weights=hat, minlength=n_welded)
-    sums = np.stack([np.bincount(corner, weights=hat * colour[:, k], minlength=n_welded)
-                     for k in range(channels)], axis=1)
+    sums = np.stack([np.bincount(corner, weights=hat * np.repeat(colour[:, k], 3), minlength=n_welded)
+                     for k in range(colour.shape[1])], axis=1)
     known = weight > 1e-6
     seeds = sums / np.maximum(weight, 1e-12)[:, None]
     vcol, have = propagate_vertex_colours(vertex_graph(welded_pos, welded_faces), seeds, known,
                                           options.relax_iterations)
 
-    holes = chart & ~baked_mask
     hr, hc = np.nonzero(holes)
     tri = welded_faces[fid[hr, hc]]
     ok = have[tri].all(axis=1)
-    texture[hr[ok], hc[ok]] = (vcol[tri[ok]] * bary[hr[ok], hc[ok], :, None]).sum(axis=1)
-    mesh_filled = np.zeros_like(chart)
-    mesh_filled[hr[ok], hc[ok]] = True
-
-    known_texels = baked_mask | mesh_filled
-    texture = nearest_fill(texture, known_texels)
-    image_filled = chart & ~known_texels
-    if image_filled.any():
-        hole_mask = image_filled.astype(np.uint8)
-        texture = np.stack([cv2.inpaint(np.ascontiguousarray(texture[..., k]), hole_mask, options.image_radius,
-                                        cv2.INPAINT_NS) for k in range(channels)], axis=-1)
-    return InpaintResult(texture.astype(np.float32), baked_mask, mesh_filled, image_filled, chart)
+    hr, hc, tri = hr[ok], hc[ok], tri[ok]
+    texture[hr, hc] = (vcol[tri] * bary[hr, hc, :, None]).sum(axis=1)
+    filled = np.zeros_like(holes)
+    filled[hr, hc] = True
+    return filled

@@ -185,8 +185,24 @@ def _nb_edges(xy, faces, f, px, py):
     return e0, e1, e2
 
 
+@numba.njit(cache=True, inline="always")
+def _nb_narrow(lo, hi, px0, py0, px1, py1, py, sign):
+    """Tighten [lo, hi] (continuous x on row y = py) to where the edge P0 -> P1 has `sign`."""
+    a = sign * ((px1 - px0) * (py - py0) + (py1 - py0) * px0)
+    b = -sign * (py1 - py0)
+    if b > 0:
+        lo = max(lo, -a / b)
+    elif b < 0:
+        hi = min(hi, -a / b)
+    elif a < 0:
+        hi = -1e30
+    return lo, hi
+
+
 @numba.njit(cache=True, parallel=True)
 def _nb_zbuffer(xy, depth, faces, box, area, height, width, perspective, zbuf, fbuf):
+    """Each thread owns a band of rows and walks every face; per row, the analytic span of the
+    triangle (widened by a pixel for safety) bounds the exact per-pixel edge tests."""
     n_faces = faces.shape[0]
     bands = min(height, 64)
     for band in numba.prange(bands):
@@ -198,11 +214,24 @@ def _nb_zbuffer(xy, depth, faces, box, area, height, width, perspective, zbuf, f
             if y0 > y1 or x0 > x1:
                 continue
             ar = area[f]
-            da, db, dc = depth[faces[f, 0]], depth[faces[f, 1]], depth[faces[f, 2]]
+            sign = 1.0 if ar > 0 else -1.0
+            a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+            xa, ya, xb, yb, xc, yc = xy[a, 0], xy[a, 1], xy[b, 0], xy[b, 1], xy[c, 0], xy[c, 1]
+            da, db, dc = depth[a], depth[b], depth[c]
             for i in range(y0, y1 + 1):
                 py = i + 0.5
-                for j in range(x0, x1 + 1):
-                    e0, e1, e2 = _nb_edges(xy, faces, f, j + 0.5, py)
+                lo, hi = _nb_narrow(-1e30, 1e30, xb, yb, xc, yc, py, sign)
+                lo, hi = _nb_narrow(lo, hi, xc, yc, xa, ya, py, sign)
+                lo, hi = _nb_narrow(lo, hi, xa, ya, xb, yb, py, sign)
+                if hi < lo - 2.0:
+                    continue
+                j0 = max(x0, int(math.ceil(min(max(lo - 0.5, -2.0), width + 2.0))) - 1)
+                j1 = min(x1, int(math.floor(min(max(hi - 0.5, -2.0), width + 2.0))) + 1)
+                for j in range(j0, j1 + 1):
+                    px = j + 0.5
+                    e0 = (xc - xb) * (py - yb) - (yc - yb) * (px - xb)
+                    e1 = (xa - xc) * (py - yc) - (ya - yc) * (px - xc)
+                    e2 = (xb - xa) * (py - ya) - (yb - ya) * (px - xa)
                     if ar > 0:
                         if e0 < 0 or e1 < 0 or e2 < 0:
                             continue

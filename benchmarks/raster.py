@@ -1,0 +1,54 @@
+"""Rasteriser speed: 6 canonical views of 2048^2 of a ~50k-face mesh, per view.
+
+CPU: the numba z-buffer (with and without the barycentric pass); CUDA when present: the batched
+torch scan over all 6 views. `--torch-cpu` also times the torch path on the CPU (seconds a view).
+Run: .venv/bin/python -m benchmarks.raster [--faces 50000] [--size 2048] [--torch-cpu]
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from backend.mesh.camera import Camera
+from backend.mesh.raster import rasterize_views
+from shared.views import CANONICAL_VIEWS
+
+from .common import median_seconds, print_table
+from .uv import test_mesh
+
+
+def unit_mesh(faces: int) -> tuple[np.ndarray, np.ndarray]:
+    v, f = test_mesh(faces)
+    lo, hi = v.min(0), v.max(0)
+    return (v - (lo + hi) / 2) / (hi - lo).max(), f
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--faces", type=int, default=50000)
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--torch-cpu", action="store_true")
+    args = parser.parse_args()
+    v, f = unit_mesh(args.faces)
+    cams = [Camera.from_view(view, args.size) for view in CANONICAL_VIEWS]
+    runs = [("numba", "cpu", True), ("numba", "cpu", False)]
+    if args.torch_cpu:
+        runs.append(("torch", "cpu", True))
+    if torch.cuda.is_available():
+        runs += [("torch", "cuda", True), ("torch", "cuda", False)]
+    rows = []
+    for method, device, bary in runs:
+        sync = torch.cuda.synchronize if device == "cuda" else None
+        seconds = median_seconds(lambda: rasterize_views(v, f, cams, device=device, method=method, barycentrics=bary),
+                                 repeats=3, sync=sync)
+        coverage = rasterize_views(v, f, cams[:1], device=device, method=method)[0].mask.float().mean().item()
+        rows.append((method, device, "yes" if bary else "no", len(f), f"{args.size}^2", len(cams),
+                     f"{seconds / len(cams) * 1e3:.1f}", f"{seconds * 1e3:.0f}", f"{coverage:.2f}"))
+    print_table("Rasteriser (6 canonical views)", rows,
+                ("method", "device", "barycentrics", "faces", "view", "views", "ms/view", "ms total", "coverage"))
+
+
+if __name__ == "__main__":
+    main()
