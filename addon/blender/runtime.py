@@ -7,7 +7,7 @@ same session synchronously. Every Blender data change happens on the main thread
 from __future__ import annotations
 
 import threading
-import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +50,6 @@ class Runtime:
         self.notice: tuple[str, str] = ("", "")  # (INFO/WARNING/ERROR, text) shown in the panel
         self.info_state = ""  # "", running, ok, error: the preferences' Check button
         self.info_text = ""
-        self.longest_tick = 0.0  # seconds, for benchmarks/addon.py
         self._signature: tuple = ()
         self._previews = None
 
@@ -124,7 +123,6 @@ class Runtime:
             bpy.app.timers.register(tick, first_interval=0.0, persistent=True)
 
     def tick(self) -> float | None:
-        started = time.perf_counter()
         if bpy.context.window_manager is not None and bpy.context.window_manager.is_interface_locked:
             return IDLE_INTERVAL  # a render holds the interface: touch nothing now
         outcomes = self.session.pump() if self.session is not None else []
@@ -134,7 +132,6 @@ class Runtime:
         if outcomes or signature != self._signature:
             self._signature = signature
             redraw()
-        self.longest_tick = max(self.longest_tick, time.perf_counter() - started)
         pending = self.info_state == "running" or (self.session is not None and (
             self.session.active_jobs or self.session.state == "starting"))
         if pending:
@@ -172,6 +169,10 @@ class Runtime:
                     self.say("INFO", f"{meta.label}: cancelled")
         except importer.ImportProblem as problem:
             self.say("ERROR", f"{meta.label}: {problem}")
+        except Exception as exc:  # never let the timer die: it would stop every later update
+            traceback.print_exc()
+            self.say("ERROR", f"{meta.label}: the result could not be brought into the scene "
+                              f"({type(exc).__name__}: {exc}); it is kept at {outcome.path or 'no path'}")
         finally:
             # Only a job's last outcome ends it: outcomes come in batches, so a preview may be
             # handled when the job has already finished.
