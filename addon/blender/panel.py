@@ -131,7 +131,13 @@ class STEP1X3D_PT_history(_Sidebar, bpy.types.Panel):
         layout.operator("step1x3d.history_clear", icon="TRASH")
 
 
+def _stages() -> list[str]:
+    order = {stage: i for i, stage in enumerate(schema.STAGES)}
+    return sorted({s.stage for s in schema.prop_specs()}, key=lambda stage: order.get(stage, len(order)))
+
+
+STAGE_PANELS = tuple(_stage_panel(stage) for stage in _stages())
+
+
 def classes() -> tuple:
-    stages = sorted({s.stage for s in schema.prop_specs()}, key=lambda s: schema.STAGES.index(s)
-                    if s in schema.STAGES else len(schema.STAGES))
-    return (STEP1X3D_PT_main, *(_stage_panel(stage) for stage in stages), STEP1X3D_PT_history)
+    return (STEP1X3D_PT_main, *STAGE_PANELS, STEP1X3D_PT_history)

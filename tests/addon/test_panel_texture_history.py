@@ -114,7 +114,10 @@ stored = sorted(scene.step1x3d.keys())
 RUNTIME.cancel()
 tick_until(lambda: not job.active)
 result(panel=dict(progress=progress, labels=labels, thumbnails=thumbnails, drawn=drawn, history_ops=ops, stored=stored,
-                  parents=[c.bl_parent_id for c in panel.classes()[1:]]))
+                  parents=[c.bl_parent_id for c in panel.classes()[1:]],
+                  registered=[c.__name__ for c in panel.classes() if getattr(bpy.types, c.__name__, None) is c],
+                  where={{(c.bl_space_type, c.bl_region_type, c.bl_category) for c in panel.classes()}} ==
+                        {{("VIEW_3D", "UI", "Step1X-3D")}}))
 """
 
 
@@ -153,6 +156,8 @@ def test_panel_draws_progress_and_every_setting(outcome):
     assert sorted(r["drawn"]) == sorted(s.name for s in settings.SETTINGS), "each schema setting drawn once"
     assert r["history_ops"].count("step1x3d.history_import") == 2
     assert set(r["parents"]) == {"STEP1X3D_PT_main"}
+    assert r["where"] and {"STEP1X3D_PT_main", "STEP1X3D_PT_geometry", "STEP1X3D_PT_texture",
+                           "STEP1X3D_PT_history"} <= set(r["registered"])
 
 
 def test_saved_file_holds_no_runtime_state(outcome):
