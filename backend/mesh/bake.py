@@ -123,7 +123,7 @@ def _images(images, device) -> list[torch.Tensor]:
     for img in images:
         t = img if isinstance(img, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(img))
         scale = t.dtype == torch.uint8
-        t = t.to(device=device, dtype=torch.float32)  # no copy when it already is
+        t = t.to(device=device, dtype=torch.float32).contiguous()  # no copy when it already is
         if scale:
             t = t / 255.0
         if t.ndim == 2:

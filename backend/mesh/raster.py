@@ -53,10 +53,11 @@ class Raster:
         """Barycentric blend of per-vertex `attributes` (V, C) -> (H, W, C); zeros where empty."""
         if self.bary is None:
             raise ValueError("this raster was made without barycentrics")
-        fid = self.face_id.long().clamp_min(0)
-        corners = attributes[faces.long()[fid]]  # (H, W, 3, C)
-        out = (corners * self.bary.unsqueeze(-1)).sum(dim=-2)
-        return out * self.mask.unsqueeze(-1).to(out.dtype)
+        hit = torch.nonzero(self.face_id.view(-1) >= 0).squeeze(1)
+        corners = attributes[faces.long()[self.face_id.view(-1)[hit].long()]]  # (K, 3, C)
+        values = (corners * self.bary.view(-1, 3)[hit].unsqueeze(-1)).sum(dim=1)
+        out = torch.zeros(self.face_id.numel(), attributes.shape[1], dtype=values.dtype, device=values.device)
+        return out.index_copy_(0, hit, values).view(*self.face_id.shape, -1)
 
 
 @dataclass(frozen=True)

@@ -114,9 +114,10 @@ def render_textured(mesh: UVMesh, texture, cameras: Sequence[Camera], *, backgro
     rasters = rasterize_views(mesh.vertices, mesh.faces, cameras, device=device)
     tri = _tensor(mesh.faces, device, torch.long)
     uv = _tensor(mesh.uv, device)
-    images, masks = [], []
-    for r in rasters:
-        colour = sample_texture(tex, r.interpolate(uv, tri))
-        images.append(torch.where(r.mask.unsqueeze(-1), colour, torch.full_like(colour, background)))
-        masks.append(r.mask)
-    return Rendering(torch.stack(images), torch.stack(masks))
+    images = torch.full((len(rasters), cameras[0].height * cameras[0].width, tex.shape[-1]), float(background),
+                        device=device)
+    for image, r in zip(images, rasters):
+        hit = torch.nonzero(r.mask.view(-1)).squeeze(1)
+        image[hit] = sample_texture(tex, r.interpolate(uv, tri).view(-1, 2)[hit])
+    return Rendering(images.view(len(rasters), cameras[0].height, cameras[0].width, -1),
+                     torch.stack([r.mask for r in rasters]))
