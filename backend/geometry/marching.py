@@ -34,11 +34,17 @@ def _warp(grid: torch.Tensor, level: float) -> tuple[np.ndarray, np.ndarray]:
 
     wp.config.quiet = True
     wp.init()
-    field = wp.from_torch(grid.detach().float().contiguous())
-    verts, indices = IsoSurfaceMarchingCubes.extract(field, threshold=level)
+    grid = grid.detach().float().contiguous()
+    # Run on torch's current stream so warp reads the grid after torch wrote it, and torch copies
+    # the mesh after warp wrote it.
+    stream = wp.stream_from_torch(grid.device) if grid.is_cuda else None
+    with wp.ScopedStream(stream):
+        verts, indices = IsoSurfaceMarchingCubes.extract(wp.from_torch(grid), threshold=level)
+        verts = wp.to_torch(verts).cpu().numpy()
+        faces = wp.to_torch(indices).cpu().numpy()
     # Classic MC tables: where the field is exactly `level` at a node some triangles collapse to
     # zero area; the mesh clean-up that follows welds and drops them.
-    return wp.to_torch(verts).cpu().numpy().astype(np.float32), wp.to_torch(indices).cpu().numpy().reshape(-1, 3).astype(np.int64)
+    return verts.astype(np.float32).reshape(-1, 3), faces.astype(np.int64).reshape(-1, 3)
 
 
 def marching_cubes(grid: torch.Tensor, level: float = 0.0, bounds: float = 1.05,

@@ -147,7 +147,9 @@ class GeometryPipeline:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "GeometryPipeline":
         moves = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         for module in self.modules:
-            module.to(**moves)
+            # nn.Module.to: diffusers' override warns about fp32-only submodules on every dtype
+            # cast, even when (as here) there are none.
+            torch.nn.Module.to(module, **moves)
         return self
 
     @classmethod
@@ -215,6 +217,26 @@ class GeometryPipeline:
         return field
 
     @torch.no_grad()
+    def sample(self, prepared: PreparedImage, options: GeometryOptions, on_step=None) -> torch.Tensor:
+        """Shape latents [1, N, C] (float32) for a prepared image: conditioning + denoising."""
+        labels = ShapeLabels(symmetry=options.symmetry, geometry_quality=options.edge_type)
+        try:
+            cond, uncond = self.encode_condition(prepared, labels)
+        except ValueError as exc:  # an unknown label value
+            raise BackendError("invalid_setting", str(exc)) from None
+        generator = torch.Generator(self.device).manual_seed(options.seed)
+        shape = (1, self.vae.config.num_latents, self.denoiser.config.input_channels)
+        noise = initial_noise(shape, generator, self.device)
+        return sample_latents(self.denoiser, self.scheduler, cond, uncond, noise, options.steps,
+                              options.guidance_scale, options.zero_first_step, on_step=on_step)
+
+    @torch.no_grad()
+    def decode_field(self, latents: torch.Tensor, options: GeometryOptions, on_level=None):
+        """The field on the (R+1)^3 lattice for one latent set, coarse-to-fine."""
+        return decode_coarse_to_fine(self.field_fn(self.vae.decode(latents)), options.octree_resolution,
+                                     options.bounds, options.chunk_size, self.device, options.mc_level,
+                                     on_level=on_level)
+
     def __call__(
         self,
         image,
@@ -223,39 +245,23 @@ class GeometryPipeline:
         remover: Remover | None = None,
     ) -> GeometryResult:
         o = options or GeometryOptions()
-        levels = octree_levels(o.octree_resolution)
-        total = o.steps + len(levels) + 2
-        report = (lambda i, message="": ctx.step("geometry", i, total, message)) if ctx else (lambda i, message="": None)
+        levels = len(octree_levels(o.octree_resolution))
+        total = o.steps + levels + 2
+
+        def report(i: int, message: str) -> None:
+            if ctx is not None:
+                ctx.step("geometry", i, total, message)
+
         clock = _Clock(self.device)
-
         prepared = prepare_image(image, o.remove_background, o.foreground_ratio, remover)
-        labels = ShapeLabels(symmetry=o.symmetry, geometry_quality=o.edge_type)
-        try:
-            cond, uncond = self.encode_condition(prepared, labels)
-        except ValueError as exc:  # an unknown label value
-            raise BackendError("invalid_setting", str(exc)) from None
-        clock.lap("conditioning")
-
-        generator = torch.Generator(self.device).manual_seed(o.seed)
-        shape = (1, self.vae.config.num_latents, self.denoiser.config.input_channels)
-        latents = sample_latents(
-            self.denoiser, self.scheduler, cond, uncond, initial_noise(shape, generator, self.device),
-            o.steps, o.guidance_scale, o.zero_first_step, on_step=lambda i, n: report(i, "denoising"),
-        )
-        clock.lap("denoising")
-
-        tokens = self.vae.decode(latents)
-        grid, stats = decode_coarse_to_fine(
-            self.field_fn(tokens), o.octree_resolution, o.bounds, o.chunk_size, self.device, o.mc_level,
-            on_level=lambda i, n: report(o.steps + i, f"decoding level {i}/{n}"),
-        )
+        latents = self.sample(prepared, o, on_step=lambda i, n: report(i, "denoising"))
+        clock.lap("conditioning_and_denoising")
+        grid, stats = self.decode_field(latents, o, on_level=lambda i, n: report(o.steps + i, f"decoding level {i}/{n}"))
         clock.lap("sdf_decoding")
-
         vertices, faces = marching_cubes(grid, o.mc_level, o.bounds)
         del grid
-        report(o.steps + len(levels) + 1, "marching cubes")
+        report(o.steps + levels + 1, "marching cubes")
         clock.lap("marching_cubes")
-
         vertices, faces = finish_mesh(vertices, faces, o.face_budget, o.min_part_fraction)
         report(total, "mesh ready")
         clock.lap("cleanup_decimation")

@@ -32,6 +32,10 @@ class FourierEmbedder(nn.Module):
         return torch.cat([x, angles.sin(), angles.cos()], dim=-1)
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """[B, N, H, d] tensors -> [B, N, H*d]; SDPA picks the fused kernel."""
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
@@ -137,7 +141,8 @@ class PerceiverEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(width)
 
     def _project(self, proj: nn.Linear, points: torch.Tensor) -> torch.Tensor:
-        return proj(torch.cat([self.fourier(points[..., :3]), points[..., 3:]], dim=-1))
+        points = at_least_float32(points)  # Fourier features of bf16 coordinates are noise at 2^7
+        return proj(torch.cat([self.fourier(points[..., :3]), points[..., 3:]], dim=-1).to(proj.weight.dtype))
 
     def forward(self, sets: list[torch.Tensor], num_latents: int, generator: torch.Generator | None) -> torch.Tensor:
         """`sets` = [uniform] or [uniform, sharp], each [B, N, 3 + point_feats]; queries split evenly."""
@@ -169,7 +174,8 @@ class QueryDecoder(nn.Module):
         return self.cross_attn_decoder.key_values(tokens)
 
     def forward(self, points: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x = self.query_proj(self.fourier(points.to(self.query_proj.weight.dtype)))
+        # Features in float32 first: a bf16 coordinate is off by up to 0.004, close to a lattice step.
+        x = self.query_proj(self.fourier(at_least_float32(points)).to(self.query_proj.weight.dtype))
         return self.output_proj(self.ln_post(self.cross_attn_decoder(x, kv)))
 
 
@@ -218,8 +224,7 @@ class ShapeVAE(StrictLoadMixin, ModelMixin, ConfigMixin):
         if self.config.with_sharp_data and sharp_surface is None:
             raise ValueError("this VAE encodes a uniform and a sharp-edge point set; sharp_surface is missing")
         sets = [surface, sharp_surface] if self.config.with_sharp_data else [surface]
-        dtype = self.pre_kl.weight.dtype
-        tokens = self.encoder([s.to(dtype) for s in sets], self.config.num_latents, generator)
+        tokens = self.encoder(sets, self.config.num_latents, generator)
         mean, logvar = self.pre_kl(tokens).float().chunk(2, dim=-1)
         z = mean
         if sample_posterior:
