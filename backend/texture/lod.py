@@ -14,7 +14,8 @@ import numpy as np
 from backend.mesh.uv import UVMesh, smooth_vertex_normals
 
 WELD_PERCENT = 1e-6  # of the bounding-box diagonal: merges only the seam copies of one vertex
-UV_DECIMALS = 6  # corners closer than this in UV are one vertex (1e-6 is far below a texel of 8192)
+UV_DECIMALS = 6
+UV_WEIGHT = 4.0  # weight of UV distortion in the collapse cost; 4 moved half as many pixels' UVs as 1  # corners closer than this in UV are one vertex (1e-6 is far below a texel of 8192)
 
 
 def from_wedges(vertices: np.ndarray, faces: np.ndarray, wedge_uv: np.ndarray) -> UVMesh:
@@ -37,8 +38,8 @@ def decimate_with_uvs(mesh: UVMesh, face_budget: int) -> UVMesh:
     ms.compute_texcoord_transfer_vertex_to_wedge()
     ms.meshing_merge_close_vertices(threshold=pymeshlab.PercentageValue(WELD_PERCENT))
     ms.meshing_decimation_quadric_edge_collapse_with_texture(
-        targetfacenum=int(face_budget), qualitythr=0.3, extratcoordw=1.0, preserveboundary=True,
-        optimalplacement=True, preservenormal=True, planarquadric=True)
+        targetfacenum=int(face_budget), qualitythr=0.3, extratcoordw=UV_WEIGHT, preserveboundary=True,
+        optimalplacement=True, preservenormal=True)
     ms.meshing_remove_unreferenced_vertices()
     m = ms.current_mesh()
     return from_wedges(m.vertex_matrix(), m.face_matrix(), m.wedge_tex_coord_matrix())
