@@ -59,8 +59,6 @@ class GeometryDenoiser(StrictLoadMixin, ModelMixin, ConfigMixin):
     (`proj_*_condtion`, spelled as in the release); the released models need none.
     """
 
-    _no_split_modules = ["FluxTransformerBlock", "FluxSingleTransformerBlock"]
-
     @register_to_config
     def __init__(
         self,

@@ -182,8 +182,6 @@ class QueryDecoder(nn.Module):
 class ShapeVAE(StrictLoadMixin, ModelMixin, ConfigMixin):
     """The `vae/` component (the release's `MichelangeloAutoencoder`); config keys are the release's."""
 
-    _no_split_modules = ["SelfAttentionBlock", "CrossAttentionBlock"]
-
     @register_to_config
     def __init__(
         self,

@@ -125,3 +125,10 @@ def test_component_from_pretrained_directly(checkpoints):
     vae = ShapeVAE.from_pretrained(root / BASE, subfolder="vae")
     assert vae.config.width == TINY_VAE["width"]
     assert torch.equal(vae.pre_kl.weight, parts[False]["vae"].pre_kl.weight)
+
+
+def test_model_folder_itself(checkpoints):
+    """What backend.runtime.weights finds is the model folder; subfolder="" loads it directly."""
+    root, _ = checkpoints
+    pipe = GeometryPipeline.from_pretrained(root / LABEL, subfolder="")
+    assert pipe.label_encoder is not None
