@@ -1,12 +1,14 @@
 """Stage 2 orchestration: paint a mesh from a reference image (step1x3d-reference.md §4.2).
 
-mesh prep (clean, decimate to the face budget, centre + unit box, xatlas UVs) -> position/normal
-maps of the 6 canonical views -> multi-view diffusion with texture sync -> views upscaled to the
-bake resolution -> bake into the UV texture -> inpaint unseen texels. The caller exports the GLB
-(`write_textured_glb`). Deviations from the release, each deliberate: the mesh is centred on its
-bounding box (the release only scales, so an off-centre mesh leaves the cameras' frame), xatlas
-runs once (the release runs it three times), the conditioning renders use the project's
-rasteriser on the GPU, and the baker is the toolkit's gather baker (backend/mesh/bake.py).
+clean + centre in the unit box -> (worker process: decimate to the face budget, xatlas UVs) while
+the GPU renders the position/normal maps of the 6 canonical views and runs the multi-view
+diffusion with texture sync -> views upscaled to the bake resolution -> bake into the UV texture
+-> inpaint unseen texels -> refit the decimated mesh to the unit box. The caller exports the GLB
+(`write_textured_glb`). Deviations from the release, each deliberate: conditioning and sync see
+the full mesh (the release decimates first; the renders only get more exact), the mesh is
+centred on its bounding box (the release only scales, so an off-centre mesh leaves the cameras'
+frame), xatlas runs once (the release runs it three times) and overlaps the denoising, the
+renders use the project's rasteriser, and the baker is the toolkit's gather baker.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from backend.context import JobContext
 from backend.mesh.bake import bake
 from backend.mesh.camera import Camera
 from backend.mesh.clean import clean
-from backend.mesh.decimate import decimate
 from backend.mesh.export import ExportMetadata, write_glb
 from backend.mesh.frame import UnitFit, fit_unit_box
 from backend.mesh.inpaint import inpaint
@@ -34,41 +35,40 @@ from .lod import lod_chain
 from .mv_pipeline import MultiViewPipeline
 from .reference import reference_image
 from .sync import BACKGROUND_COLOURS, SyncOptions, TextureSync, surface_samples
+from .uv_worker import UVWorker
 
 MAX_BAKE_VIEW = 2048  # the release bakes from views upscaled to 2048 px
 MODEL = "Step1X-3D texture: SDXL 1.0 + MV-Adapter (step1x-3d-ig2v)"
 
 
 @dataclass
-class PreparedMesh:
-    vertices: np.ndarray  # (V, 3) float32 welded, centred, largest extent 1 (glTF frame)
-    faces: np.ndarray  # (F, 3) int64
-    uv_mesh: UVMesh  # the same surface split along UV seams: what gets baked and exported
-    fit: UnitFit  # input coordinates -> these
-
-
-@dataclass
 class TexturedMesh:
-    mesh: UVMesh
+    mesh: UVMesh  # decimated, seam-split, centred with largest extent 1 (glTF frame)
     texture: np.ndarray  # (T, T, 3) uint8
     views: torch.Tensor  # (6, 3, R, R) the generated views in [0, 1]
-    fit: UnitFit
+    fit: UnitFit  # input coordinates -> mesh coordinates
 
 
-def prepare_mesh(vertices: np.ndarray, faces: np.ndarray, face_budget: int, texture_size: int) -> PreparedMesh:
+def normalise(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, UnitFit]:
+    """Cleaned mesh centred on its bounding box with largest extent 1, where the cameras frame it."""
     v, f = clean(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
     if len(f) == 0:
         raise BackendError("input_unreadable", "the mesh has no usable faces after cleaning")
-    v, f = decimate(v, f, face_budget)
     fit = fit_unit_box(v)
-    v = fit.apply(v)
-    return PreparedMesh(v, f, unwrap(v, f, texture_size), fit)
+    return fit.apply(v), f, fit
 
 
-def conditioning(mesh: PreparedMesh, size: int, device: torch.device) -> torch.Tensor:
+def refit(mesh: UVMesh, fit: UnitFit) -> tuple[UVMesh, UnitFit]:
+    """Put a (decimated) mesh back into the exact unit box; returns it and the composed fit."""
+    again = fit_unit_box(mesh.vertices)
+    moved = UVMesh(again.apply(mesh.vertices), mesh.faces, mesh.uv, mesh.vmapping, mesh.normals)
+    return moved, UnitFit(fit.centre + again.centre / fit.factor, fit.factor * again.factor)
+
+
+def conditioning(vertices: np.ndarray, faces: np.ndarray, size: int, device: torch.device) -> torch.Tensor:
     """(6, 6, size, size) position + normal maps of the canonical views, as the model was trained."""
     cams = [Camera.from_view(v, size) for v in CANONICAL_VIEWS]
-    return control_maps(render_geometry(mesh.vertices, mesh.faces, cams, device=device))
+    return control_maps(render_geometry(vertices, faces, cams, device=device))
 
 
 def upscale(views: torch.Tensor, size: int) -> list[np.ndarray]:
@@ -90,6 +90,11 @@ class TextureStage:
         self.sync_options = sync_options
         self._lora: tuple[str, float] = ("", 1.0)
         self._colour_latents: torch.Tensor | None = None
+        self.uv_worker = UVWorker()
+
+    def close(self) -> None:
+        """Stop the UV worker process (when the server shuts down)."""
+        self.uv_worker.close()
 
     @property
     def device(self) -> torch.device:
@@ -104,28 +109,39 @@ class TextureStage:
             alpha: np.ndarray) -> TexturedMesh:
         s = ctx.spec.settings
         size, tex = int(s["view_resolution"]), int(s["texture_resolution"])
-        ctx.step("mesh", 0, 2, "cleaning, decimating and unwrapping the mesh")
-        mesh = prepare_mesh(vertices, faces, int(s["face_count"]), tex)
+        ctx.step("mesh", 0, 2, "cleaning the mesh")
+        verts, faces, fit = normalise(vertices, faces)
+        uv_job = self.uv_worker.submit(verts, faces, int(s["face_count"]), tex)
+        try:
+            views = self._generate(ctx, verts, faces, rgb, alpha, size)
+            ctx.step("bake", 0, 3, "waiting for the UV atlas")
+            uv_mesh = self.uv_worker.result(uv_job, ctx)
+        finally:
+            uv_job.cancel()
+        ctx.step("bake", 1, 3, "baking the views into the texture")
+        bake_size = max(size, min(tex, MAX_BAKE_VIEW))
+        baked = bake(uv_mesh, upscale(views, bake_size), CANONICAL_VIEWS, tex, device=self.device)
+        ctx.step("bake", 2, 3, "inpainting unseen texels")
+        filled = inpaint(uv_mesh, baked)
+        texture = np.clip(filled.texture * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        mesh, fit = refit(uv_mesh, fit)
+        return TexturedMesh(mesh, texture, views, fit)
+
+    def _generate(self, ctx: JobContext, verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray,
+                  alpha: np.ndarray, size: int) -> torch.Tensor:
+        s = ctx.spec.settings
         ctx.step("mesh", 1, 2, "rendering the geometry conditioning")
-        control = conditioning(mesh, size, self.device)
+        control = conditioning(verts, faces, size, self.device)
         reference = reference_image(rgb, alpha, size)
         self._apply_lora(s.get("lora", ""), float(s.get("lora_scale", 1.0)))
         latent = size // 8
-        samples = surface_samples(mesh.vertices, mesh.faces, CANONICAL_VIEWS, (latent, latent),
+        samples = surface_samples(verts, faces, CANONICAL_VIEWS, (latent, latent),
                                   visibility_size=self.sync_options.visibility_size, device=self.device)
         if self._colour_latents is None:
             self._colour_latents = self.pipeline.colour_latents(torch.tensor(list(BACKGROUND_COLOURS.values())))
         sync = TextureSync(samples, self.pipeline.scheduler, self._colour_latents, self.sync_options)
-        views = self.pipeline(reference, control, seed=int(s["seed"]), steps=int(s["texture_steps"]),
-                              guidance=float(s["texture_guidance"]), ctx=ctx, sync=sync)
-
-        ctx.step("bake", 0, 2, "baking the views into the texture")
-        bake_size = max(size, min(tex, MAX_BAKE_VIEW))
-        baked = bake(mesh.uv_mesh, upscale(views, bake_size), CANONICAL_VIEWS, tex, device=self.device)
-        ctx.step("bake", 1, 2, "inpainting unseen texels")
-        filled = inpaint(mesh.uv_mesh, baked)
-        texture = np.clip(filled.texture * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return TexturedMesh(mesh.uv_mesh, texture, views, mesh.fit)
+        return self.pipeline(reference, control, seed=int(s["seed"]), steps=int(s["texture_steps"]),
+                             guidance=float(s["texture_guidance"]), ctx=ctx, sync=sync)
 
 
 def write_textured_glb(path: Path, textured: TexturedMesh, settings: dict, *, source_image: str | None,

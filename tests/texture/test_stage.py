@@ -12,7 +12,8 @@ from backend.mesh.render import render_textured
 from backend.texture.lod import lod_chain
 from backend.texture.mv_pipeline import MultiViewPipeline
 from backend.texture.reference import reference_image
-from backend.texture.stage import TextureStage, conditioning, prepare_mesh, write_textured_glb
+from backend.texture.stage import TextureStage, conditioning, normalise, write_textured_glb
+from backend.texture.uv_worker import decimate_and_unwrap
 from shared.errors import BackendError
 from shared.settings import defaults
 from shared.views import CANONICAL_VIEWS
@@ -20,11 +21,11 @@ from tests.texture.tiny_weights import write_tiny_weights
 
 
 def test_conditioning_maps_of_a_sphere_match_the_analytic_surface():
-    sphere = trimesh.creation.uv_sphere(radius=1.0, count=[96, 96])
-    prepared = prepare_mesh(sphere.vertices, sphere.faces, 100000, 256)
+    sphere = trimesh.creation.uv_sphere(radius=1.0, count=[64, 64])
+    verts, faces, _ = normalise(sphere.vertices, sphere.faces)
     r = 0.5  # the unit-box fit makes the extent 1
     size = 48
-    control = conditioning(prepared, size, torch.device("cpu")).numpy()  # (6, 6, H, W)
+    control = conditioning(verts, faces, size, torch.device("cpu")).numpy()  # (6, 6, H, W)
     assert control.shape == (6, 6, size, size)
     j, i = np.meshgrid(np.arange(size), np.arange(size))
     x = ((j + 0.5) / size * 2 - 1) * 0.55
@@ -65,8 +66,7 @@ def test_reference_image_is_recentred_scaled_and_composited_on_grey():
 
 def test_lod_chain_shares_the_texture(assets):
     duck = trimesh.load(assets / "meshes" / "Duck.glb", force="mesh")
-    prepared = prepare_mesh(duck.vertices, duck.faces, 4000, 256)
-    mesh = prepared.uv_mesh
+    mesh = decimate_and_unwrap(*normalise(duck.vertices, duck.faces)[:2], 4000, 256)
     v, u = np.meshgrid(np.linspace(0, 1, 256), np.linspace(0, 1, 256), indexing="ij")
     # smooth in UV: a colour difference measures how far a surface point's UV moved
     texture = np.stack([0.5 + 0.5 * np.sin(4 * np.pi * u), 0.5 + 0.5 * np.cos(6 * np.pi * v), u * v], -1)
@@ -88,7 +88,9 @@ def test_lod_chain_shares_the_texture(assets):
 @pytest.fixture(scope="module")
 def stage(tmp_path_factory):
     w = write_tiny_weights(tmp_path_factory.mktemp("weights"))
-    return TextureStage(MultiViewPipeline.load(str(w.base), str(w.vae), str(w.step1x)))
+    stage = TextureStage(MultiViewPipeline.load(str(w.base), str(w.vae), str(w.step1x)))
+    yield stage
+    stage.close()
 
 
 def test_whole_stage_textures_a_real_mesh_on_cpu(stage, assets, tmp_path):
@@ -135,7 +137,7 @@ def test_stage_cancel_leaves_no_output(stage, assets, tmp_path):
     assert err.value.code == "cancelled" and not (tmp_path / "x.glb").exists()
 
 
-def test_prepare_rejects_a_mesh_without_usable_faces():
+def test_a_mesh_without_usable_faces_is_rejected():
     with pytest.raises(BackendError) as err:
-        prepare_mesh(np.zeros((3, 3)), np.array([[0, 1, 2]]), 1000, 256)
+        normalise(np.zeros((3, 3)), np.array([[0, 1, 2]]))
     assert err.value.code == "input_unreadable"
