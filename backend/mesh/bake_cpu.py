@@ -16,12 +16,12 @@ import numpy as np
 from backend.mesh.camera import Camera
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _texel_surface(face_id, bary, faces, vertices, normals, rows, cols):
     m = rows.shape[0]
     pos = np.empty((m, 3), np.float32)
     nrm = np.empty((m, 3), np.float32)
-    for k in numba.prange(m):
+    for k in range(m):
         f = face_id[rows[k], cols[k]]
         b = bary[rows[k], cols[k]]
         n0 = n1 = n2 = 0.0

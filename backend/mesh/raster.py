@@ -148,13 +148,13 @@ def _rasterize_screens(screens: list[_Screen], faces: np.ndarray, device, method
 
 # ---------------------------------------------------------------- CPU: numba z-buffer
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _nb_setup(xy, depth, faces, height, width, near):
     """Per face: inclusive pixel bounding box (x0, x1, y0, y1; empty when x0 > x1) and area."""
     n = faces.shape[0]
     box = np.empty((n, 4), np.int64)
     area = np.zeros(n)
-    for f in numba.prange(n):
+    for f in range(n):
         a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
         box[f, 0], box[f, 1], box[f, 2], box[f, 3] = 1, 0, 1, 0
         if depth[a] < near or depth[b] < near or depth[c] < near:
