@@ -45,13 +45,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def vertex_graph(vertices: np.ndarray, faces: np.ndarray) -> sp.csr_matrix:
     """Symmetric adjacency of face edges weighted 1 / length^2 (lengths floored at 1e-4)."""
-    i = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-    j = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    length = np.linalg.norm(vertices[i] - vertices[j], axis=1)
-    w = 1.0 / np.maximum(length, 1e-4) ** 2
+    i = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 1], faces[:, 2], faces[:, 0]])
+    j = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0], faces[:, 0], faces[:, 1], faces[:, 2]])
     n = len(vertices)
-    a = sp.coo_matrix((np.concatenate([w, w]), (np.concatenate([i, j]), np.concatenate([j, i]))), shape=(n, n))
-    a = a.tocsr()  # an edge shared by two faces is summed twice: a harmless uniform factor per edge
+    a = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(n, n))  # duplicates (shared edges) merge here
+    rows = np.repeat(np.arange(n), np.diff(a.indptr))
+    length = np.linalg.norm(vertices[rows] - vertices[a.indices], axis=1)
+    a.data = 1.0 / np.maximum(length, 1e-4) ** 2  # one weight per edge, however many faces share it
     return a
 
 

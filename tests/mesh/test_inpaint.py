@@ -3,7 +3,7 @@ import scipy.ndimage as ndi
 import scipy.sparse as sp
 
 from backend.mesh.bake import BakeOptions, bake
-from backend.mesh.inpaint import inpaint, nearest_fill, propagate_vertex_colours
+from backend.mesh.inpaint import inpaint, nearest_fill, propagate_vertex_colours, vertex_graph
 from backend.mesh.uv import unwrap
 from shared.views import CANONICAL_VIEWS
 
@@ -61,3 +61,12 @@ def test_nearest_fill_takes_a_nearest_known_value():
         kr, kc = np.nonzero(known & np.all(image == filled[r, c], axis=-1))
         assert len(kr)  # the value comes from a known texel ...
         assert np.hypot(kr - r, kc - c).min() <= dist[r, c] * 1.1 + 1.0  # ... about the nearest one
+
+
+def test_vertex_graph_weights_each_edge_once():
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 2, 0], [1, 1, 0]], float)
+    graph = vertex_graph(v, np.array([[0, 1, 2], [1, 3, 2]])).toarray()  # edge 1-2 is shared
+    want = np.zeros((4, 4))
+    for a, b, w in ((0, 1, 1.0), (0, 2, 0.25), (1, 2, 0.2), (1, 3, 1.0), (2, 3, 0.5)):
+        want[a, b] = want[b, a] = w
+    np.testing.assert_allclose(graph, want)
