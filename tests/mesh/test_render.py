@@ -73,3 +73,17 @@ def test_sample_bilinear_against_numpy():
     want = (image[y0, x0] * (1 - tx) * (1 - ty) + image[y0, x0 + 1] * tx * (1 - ty)
             + image[y0 + 1, x0] * (1 - tx) * ty + image[y0 + 1, x0 + 1] * tx * ty)
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_cuda_geometry_maps_match_cpu():
+    verts, faces = sphere(0.45, 64)
+    cams = [Camera.from_view(v, 256) for v in CANONICAL_VIEWS]
+    cpu = render_geometry(verts, faces, cams)
+    gpu = render_geometry(verts, faces, cams, device="cuda")
+    assert gpu.position.is_cuda
+    same = (cpu.mask == gpu.mask.cpu()).float().mean()
+    assert same > 0.999
+    both = cpu.mask & gpu.mask.cpu()
+    assert (cpu.position - gpu.position.cpu()).abs()[both].max() < 1e-3
+    assert (control_maps(cpu) - control_maps(gpu).cpu()).abs().mean() < 1e-3
