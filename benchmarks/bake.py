@@ -1,7 +1,7 @@
 """Baker speed: 6 canonical views of 2048^2 into a 2048^2 texture of a ~50k-face mesh, with
 inpainting, stage by stage. The views are random images (content does not change the cost).
 
-Run: .venv/bin/python -m benchmarks.bake [--faces 50000] [--size 2048] [--texture 2048]
+Run: .venv/bin/python -m benchmarks.bake [--faces 50000] [--size 2048] [--texture 2048] [--mesh FILE]
 The CUDA row bakes on the GPU; inpainting (scipy / OpenCV) always runs on the host CPU.
 """
 from __future__ import annotations
@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
+import trimesh
 
 from backend.mesh.bake import bake, texel_surface
+from backend.mesh.frame import fit_unit_box
 from backend.mesh.inpaint import inpaint
 from backend.mesh.uv import unwrap
 from shared.views import CANONICAL_VIEWS
@@ -20,14 +23,20 @@ from .common import median_seconds, print_table
 from .raster import unit_mesh
 
 
+def load_unit(path: str) -> tuple[np.ndarray, np.ndarray]:
+    mesh = trimesh.load(path, force="mesh")
+    return fit_unit_box(mesh.vertices).apply(mesh.vertices), np.asarray(mesh.faces)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--faces", type=int, default=50000)
     parser.add_argument("--size", type=int, default=2048, help="view resolution")
     parser.add_argument("--texture", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mesh", help="bake onto this mesh file instead (scaled to the unit box)")
     args = parser.parse_args()
-    v, f = unit_mesh(args.faces)
+    v, f = unit_mesh(args.faces) if args.mesh is None else load_unit(args.mesh)
     t0 = time.perf_counter()
     mesh = unwrap(v, f, args.texture)
     unwrap_s = time.perf_counter() - t0

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from backend.mesh.camera import Camera
+from backend.mesh.frame import fit_unit_box
 from backend.mesh.raster import rasterize_views
 from shared.views import CANONICAL_VIEWS
 
@@ -21,9 +22,9 @@ from .uv import test_mesh
 
 
 def unit_mesh(faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """benchmarks.uv's bumpy sphere in the exported frame (fits the canonical views)."""
     v, f = test_mesh(faces)
-    lo, hi = v.min(0), v.max(0)
-    return (v - (lo + hi) / 2) / (hi - lo).max(), f
+    return fit_unit_box(v).apply(v), f
 
 
 def main() -> None:
