@@ -146,15 +146,19 @@ def project(points: np.ndarray, cam: CameraSpec) -> tuple[np.ndarray, np.ndarray
     return np.stack([k[0, 0] * x + k[0, 2], k[1, 1] * y + k[1, 2]], axis=1), depth
 
 
-def unproject(depth: np.ndarray, cam: CameraSpec) -> np.ndarray:
-    """A camera-depth image (H, W) -> the Blender-world point seen through each pixel centre."""
-    h, w = depth.shape
+def unproject_pixels(rows: np.ndarray, cols: np.ndarray, depth: np.ndarray, cam: CameraSpec) -> np.ndarray:
+    """The Blender-world points at camera depth `depth` through the centres of pixels (rows, cols)."""
     k = cam.intrinsics()
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
-    x, y = (u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1]
-    z = depth.astype(np.float64)
+    z = np.asarray(depth, dtype=np.float64)
+    x, y = (np.asarray(cols) + 0.5 - k[0, 2]) / k[0, 0], (np.asarray(rows) + 0.5 - k[1, 2]) / k[1, 1]
     if not cam.orthographic:
         x, y = x * z, y * z
     c2w = cam.c2w_opencv()
-    pc = np.stack([x, y, z], axis=-1)
-    return pc @ c2w[:3, :3].T + c2w[:3, 3]
+    return np.stack([x, y, z], axis=-1) @ c2w[:3, :3].T + c2w[:3, 3]
+
+
+def unproject(depth: np.ndarray, cam: CameraSpec) -> np.ndarray:
+    """A camera-depth image (H, W) -> the Blender-world point seen through each pixel centre."""
+    h, w = depth.shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    return unproject_pixels(rows, cols, depth, cam)

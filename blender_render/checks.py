@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .cameras import CameraSpec, project, unproject
+from .cameras import CameraSpec, project, unproject_pixels
 
 CHECK_FAILED = "check_failed"  # the batch log's code for an object whose renders failed a check
 NO_HIT_DEPTH = 1e9  # Cycles writes 1e10 where a ray hits nothing
@@ -99,7 +99,7 @@ def check_geometry(cam: CameraSpec, mask: np.ndarray, normal: np.ndarray, positi
     result.sample_offset_px = tuple(float(x) for x in (uv - np.stack([cols + 0.5, rows + 0.5], 1)).mean(0))
     if max(abs(x) for x in result.sample_offset_px) > MAX_SAMPLE_OFFSET_PX:
         result.warnings.append(f"{cam.name}: geometry samples sit {result.sample_offset_px} px off the pixel centres")
-    expected = unproject(np.where(mask, np.nan_to_num(depth), cam.view.distance), cam)[mask]
+    expected = unproject_pixels(rows, cols, np.nan_to_num(np.asarray(depth)[mask]), cam)
     err = np.linalg.norm(pos - expected, axis=-1)
     result.position_max_error = float(err.max())
     result.position_bad_fraction = _fraction(err > tol)

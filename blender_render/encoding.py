@@ -68,11 +68,12 @@ def uint16_to_depth(codes: np.ndarray, near: float, far: float) -> tuple[np.ndar
 _COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey+alpha, RGB, RGBA)
 
 
-def write_png(path: str | Path, image: np.ndarray, compression: int = 6) -> None:
+def write_png(path: str | Path, image: np.ndarray, compression: int = 1) -> None:
     """Write an (H, W) or (H, W, C) uint8 / uint16 array, row 0 at the top, as PNG.
 
     Every row uses the 'Up' filter (difference with the row above): vectorised, and smooth maps
-    compress several times better than unfiltered rows.
+    compress several times better than unfiltered rows. zlib level 1: 4x faster than level 6 for
+    files 25% larger (measured on 512 px position maps), since writing dominated geometry-only runs.
     """
     a = np.asarray(image)
     if a.dtype not in (np.uint8, np.uint16):

@@ -124,7 +124,7 @@ def _geometry_material() -> bpy.types.Material:
     return mat
 
 
-def _file_output(tree, rlayers, directory: Path, items: dict) -> bpy.types.Node:
+def _file_output(tree, rlayers, directory: Path, items: dict, codec: str) -> bpy.types.Node:
     """A File Output node writing each render-layer socket in `items` as a float32 EXR."""
     node = tree.nodes.new("CompositorNodeOutputFile")
     node.directory = str(directory)
@@ -133,7 +133,7 @@ def _file_output(tree, rlayers, directory: Path, items: dict) -> bpy.types.Node:
     fmt.media_type = "IMAGE"  # the default is multilayer, which would refuse file_format OPEN_EXR
     fmt.file_format = "OPEN_EXR"
     fmt.color_depth = "32"
-    fmt.exr_codec = "ZIP"
+    fmt.exr_codec = codec
     for name, mode in items.items():
         item = node.file_output_items.new("FLOAT" if mode == "BW" else "RGBA", name)
         item.override_node_format = True
@@ -141,6 +141,7 @@ def _file_output(tree, rlayers, directory: Path, items: dict) -> bpy.types.Node:
         item.format.file_format = "OPEN_EXR"
         item.format.color_depth = "32"
         item.format.color_mode = mode
+        item.format.exr_codec = codec
         item.save_as_render = False
         tree.links.new(rlayers.outputs[name], node.inputs[name])
     return node
@@ -179,14 +180,16 @@ class Renderer:
     def _geometry_tree(self):
         tree = bpy.data.node_groups.new("blender_render_geometry", "CompositorNodeTree")
         rl = tree.nodes.new("CompositorNodeRLayers")
-        self.geometry_output = _file_output(tree, rl, self.work_dir, _GEOMETRY_ITEMS)
+        # EXRs that are kept get ZIP; the rest are read back at once, so skip compressing them
+        codec = "ZIP" if self.options.exr else "NONE"
+        self.geometry_output = _file_output(tree, rl, self.work_dir, _GEOMETRY_ITEMS, codec)
         return tree
 
     def _color_tree(self):
         tree = bpy.data.node_groups.new("blender_render_color", "CompositorNodeTree")
         rl = tree.nodes.new("CompositorNodeRLayers")
         items = {"Alpha": "BW", **{name: "RGB" for name in self.options.material_passes}}
-        self.color_output = _file_output(tree, rl, self.work_dir, items)
+        self.color_output = _file_output(tree, rl, self.work_dir, items, "NONE")
         return tree
 
     def _lighting(self) -> dict:
@@ -299,9 +302,11 @@ class Renderer:
 
     def settings_meta(self) -> dict:
         o = self.options
+        if o.engine == "eevee":
+            color = {"engine": "BLENDER_EEVEE", "samples": o.samples, "view_transform": "Standard"}
+        else:
+            color = {"engine": "CYCLES", "samples": o.samples, "denoise": o.denoise, "filter": "BLACKMAN_HARRIS 1.5 px",
+                     "max_bounces": COLOR_BOUNCES, "view_transform": "Standard"}
         return {"geometry": {"engine": "CYCLES", "samples": 1, "filter": "BOX 0.01 px", "material": "override",
                              "sample_offset_compensation_px": SAMPLE_OFFSET_PX},
-                "color": {"engine": "BLENDER_EEVEE" if o.engine == "eevee" else "CYCLES", "samples": o.samples,
-                          "denoise": o.denoise, "filter": "BLACKMAN_HARRIS 1.5 px", "max_bounces": COLOR_BOUNCES,
-                          "view_transform": "Standard"},
-                "device": self.device, "lighting": self.lighting}
+                "color": color, "device": self.device, "lighting": self.lighting}

@@ -7,6 +7,7 @@ import textwrap
 
 import cv2
 import numpy as np
+import pytest
 import trimesh
 
 from blender_render import dataset
@@ -85,3 +86,17 @@ def test_failed_checks_keep_nothing_unless_asked(tmp_path):
     assert proc.returncode == 20
     meta = json.loads((tmp_path / "far.failed" / "meta.json").read_text())
     assert meta["status"] == "failed" and len(meta["failures"]) == 6 and not out.exists()
+
+
+@pytest.mark.cuda
+def test_gpu_cycles_and_eevee(assets, tmp_path):
+    """On a CUDA machine: Cycles on the GPU, and EEVEE (which needs a GPU to be practical)."""
+    src = assets / "meshes" / "Duck.glb"
+    for engine in ("cycles", "eevee"):
+        out = tmp_path / engine
+        proc = run(["-m", "blender_render", str(src), str(out), "--device", "gpu", "--engine", engine,
+                    "--resolution", "512", "--samples", "64", "--passes", "all"], timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        meta = dataset.load_meta(out)
+        assert meta["render"]["device"]["device"] == "GPU"
+        assert all(v["checks"]["color_coverage"] > 0.95 for v in meta["views"])
