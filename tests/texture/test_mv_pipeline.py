@@ -11,6 +11,7 @@ from peft.utils import get_peft_model_state_dict
 from PIL import Image
 
 from backend.context import JobContext, JobSpec
+from backend.texture.mv_attention import MVAttnProcessor
 from backend.texture.mv_pipeline import MultiViewPipeline
 from backend.texture.weights import weights_variant
 from shared.errors import BackendError
@@ -102,6 +103,8 @@ def test_style_lora_changes_the_views_with_its_scale(pipe, tmp_path):
     lora = _write_lora(tmp_path)
     try:
         pipe.set_style_lora(str(lora), 1.0)
+        kept = [isinstance(p, MVAttnProcessor) for n, p in pipe.unet.attn_processors.items() if "attn1" in n]
+        assert all(kept) and len(kept) == 11  # loading the LoRA keeps the adapter's processors
         styled = pipe(ref, ctl, seed=3, steps=STEPS)
         pipe.set_style_lora(str(lora), 0.0)
         off = pipe(ref, ctl, seed=3, steps=STEPS)
