@@ -37,6 +37,25 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=s.name, default=None, metavar=s.type.__name__.upper(), help=help_text)
 
 
+def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
+    from .runtime.plan import OFFLOAD, PLANS
+
+    group = parser.add_argument_group("device plan (step1x3d engine)")
+    group.add_argument("--plan", choices=PLANS, default="auto",
+                       help="single GPU, geometry and texture on two GPUs (multi), or cpu; auto picks by GPU count")
+    group.add_argument("--geometry-gpu", type=int, help="CUDA index for the geometry stage")
+    group.add_argument("--texture-gpu", type=int, help="CUDA index for the texture stage (multi)")
+    group.add_argument("--offload", choices=OFFLOAD, default="cpu",
+                       help="single plan: move idle models to host memory (cpu), free them (release), or keep them")
+
+
+def _runner(args: argparse.Namespace):
+    from .jobs import JobRunner
+
+    return JobRunner(weights=args.weights, plan=args.plan, geometry_gpu=args.geometry_gpu,
+                     texture_gpu=args.texture_gpu, offload=args.offload)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m backend", description="Step1X-3D backend: image to textured GLB")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,14 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--weights", help="folder or hub id of the Step1X-3D weights (default: the hub cache)")
     gen.add_argument("--json", action="store_true", help="print one JSON result line per job on stdout")
     _add_setting_flags(gen)
+    _add_plan_flags(gen)
 
     srv = sub.add_parser("serve", help="JSON-lines server on stdin/stdout (used by the Blender add-on)")
     srv.add_argument("--engine", choices=ENGINES, default="auto", help="default engine for requests that name none")
     srv.add_argument("--weights", help="folder or hub id of the Step1X-3D weights")
+    _add_plan_flags(srv)
 
     info = sub.add_parser("info", help="engines, GPUs and where weights were found")
     info.add_argument("--weights", help="folder or hub id to look in")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_plan_flags(info)
 
     dl = sub.add_parser("download", help="download model weights into the Hugging Face cache")
     dl.add_argument("components", nargs="*", help="components to fetch (default: all)")
@@ -84,7 +106,7 @@ def _output_for(args: argparse.Namespace, image: Path | None, many: bool) -> str
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .jobs import JobRunner, ScratchDir, make_spec
+    from .jobs import ScratchDir, make_spec
 
     overrides = {s.name: getattr(args, s.name) for s in settings_schema.SETTINGS if getattr(args, s.name) is not None}
     images: list[Path | None] = list(_expand_inputs(args.inputs))
@@ -94,7 +116,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not images:
         images = [None]
     many = len(images) > 1
-    runner = JobRunner(weights=args.weights)
+    runner = _runner(args)
     failures = 0
     last_status = 0
     for image in images:
@@ -118,6 +140,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"wrote {result.path} ({result.metadata.get('engine')}, {seconds:.1f} s)", file=sys.stderr)
         if args.json:
             print(json.dumps({"input": name, "ok": True, "path": str(result.path), "metadata": result.metadata}), flush=True)
+    runner.close()
     if many:
         print(f"{len(images) - failures} of {len(images)} succeeded", file=sys.stderr)
     return 0 if failures == 0 else last_status
@@ -127,18 +150,25 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .runtime.devices import cuda_devices
     from .runtime.weights import find_weights
 
+    from . import engines
+    from .runtime.plan import make_plan
+
     gpus = cuda_devices()
     weights = find_weights(args.weights)
-    from . import engines
-
     try:
-        auto = engines.choose("auto", args.weights)
+        auto = engines.choose("auto", args.weights, plan=args.plan)
         auto_text = f"{auto.name} ({auto.reason})"
     except BackendError as err:
         auto_text = f"unavailable: {err.message}"
+    try:
+        plan_text = make_plan(args.plan, gpus, settings_schema.defaults(), geometry_gpu=args.geometry_gpu,
+                              texture_gpu=args.texture_gpu, offload=args.offload).describe()
+    except BackendError as err:
+        plan_text = f"refused: {err.message}"
     data = {
         "engines": list(ENGINES[1:]),
         "auto": auto_text,
+        "plan": plan_text,
         "gpus": [vars(g) for g in gpus],
         "weights": weights.as_dict(),
         "python": sys.version.split()[0],
@@ -148,6 +178,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(f"engines: {', '.join(data['engines'])}; auto -> {auto_text}")
     print("GPUs: " + ("; ".join(g.describe() for g in gpus) if gpus else "none (CPU only)"))
+    print(f"device plan: {plan_text}")
     print(f"weights: {weights.describe()}")
     for name, path in weights.found.items():
         print(f"  {name}: {path}")
@@ -170,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from .server import serve
 
-            return serve(default_engine=args.engine, weights=args.weights)
+            return serve(default_engine=args.engine, runner=_runner(args))
         if args.command == "info":
             return cmd_info(args)
         return cmd_download(args)

@@ -76,16 +76,27 @@ def check_writable(out: Path) -> None:
 class JobRunner:
     """Holds engines between jobs (so a server keeps models loaded) and runs one job at a time."""
 
-    def __init__(self, weights: str | None = None):
+    def __init__(self, weights: str | None = None, plan: str = "auto", geometry_gpu: int | None = None,
+                 texture_gpu: int | None = None, offload: str = "cpu"):
         self.weights = weights
+        self.plan_options = {"plan": plan, "geometry_gpu": geometry_gpu, "texture_gpu": texture_gpu, "offload": offload}
         self._engines: dict[str, engines.Engine] = {}
 
     def engine_for(self, spec: JobSpec) -> tuple[engines.Engine, engines.EngineChoice]:
-        choice = engines.choose(spec.engine, self.weights)
+        choice = engines.choose(spec.engine, self.weights, spec.settings, self.plan_options["plan"],
+                                with_geometry=spec.mesh is None)
         if choice.name not in self._engines:
-            options = {"weights": self.weights} if choice.name == "step1x3d" else {}
+            options = {"weights": self.weights, **self.plan_options} if choice.name == "step1x3d" else {}
             self._engines[choice.name] = engines.create(choice.name, **options)
         return self._engines[choice.name], choice
+
+    def close(self) -> None:
+        """Free loaded models and helper processes (the server calls this when it stops)."""
+        for engine in self._engines.values():
+            close = getattr(engine, "close", None)
+            if close:
+                close()
+        self._engines.clear()
 
     def run(self, ctx: JobContext) -> JobResult:
         started = time.perf_counter()

@@ -33,10 +33,10 @@ class QueuedJob:
 
 
 class Server:
-    def __init__(self, out: TextIO, default_engine: str = "auto", weights: str | None = None):
+    def __init__(self, out: TextIO, default_engine: str = "auto", runner: JobRunner | None = None):
         self.out = out
         self.default_engine = default_engine
-        self.runner = JobRunner(weights=weights)
+        self.runner = runner or JobRunner()
         self._lock = threading.Lock()  # guards the stream and the job bookkeeping
         self._queue: "queue.Queue[QueuedJob | None]" = queue.Queue()
         self._pending: list[QueuedJob] = []  # queued, not started, in order
@@ -184,6 +184,7 @@ class Server:
         self._ready()
         threading.Thread(target=self._read, args=(stdin,), name="request-reader", daemon=True).start()
         self._work()
+        self.runner.close()
         self.emit("bye")
 
 
@@ -196,8 +197,8 @@ def _protocol_stream() -> TextIO:
     return os.fdopen(proto_fd, "w", encoding="utf-8", buffering=1)
 
 
-def serve(default_engine: str = "auto", weights: str | None = None) -> int:
+def serve(default_engine: str = "auto", runner: JobRunner | None = None) -> int:
     out = _protocol_stream()
     stdin = open(sys.stdin.fileno(), "r", encoding="utf-8", errors="replace", closefd=False)
-    Server(out, default_engine=default_engine, weights=weights).serve_forever(stdin)
+    Server(out, default_engine=default_engine, runner=runner).serve_forever(stdin)
     return 0

@@ -90,7 +90,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("texture_guidance", float, 3.0, "classifier-free guidance of the texture model",
             "Texture Guidance", "texture", 0.0, 30.0),
     Setting("view_resolution", int, 768, "resolution of the generated views", "View Resolution", "texture",
-            256, 1536),
+            64, 1536),
     Setting("texture_resolution", int, 2048, "side of the baked UV texture in pixels", "Texture Resolution",
             "texture", 256, 8192),
     Setting("lora", str, "", "path or hub id of an SDXL LoRA that changes the texture style", "Style LoRA",

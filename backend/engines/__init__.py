@@ -18,27 +18,34 @@ class EngineChoice:
     reason: str
 
 
-def choose(requested: str, weights: str | None = None) -> EngineChoice:
+def choose(requested: str, weights: str | None = None, settings: dict | None = None,
+           plan: str = "auto", with_geometry: bool = True) -> EngineChoice:
+    """`plan` "cpu" lets step1x3d run without a GPU (tiny configurations, tests)."""
     from backend.runtime.devices import cuda_devices
     from backend.runtime.weights import find_weights
+    from shared.settings import resolve
+
+    from .step1x3d import required_components
 
     if requested == "preview":
         return EngineChoice("preview", "requested")
+    if requested not in ("auto", "step1x3d"):
+        raise BackendError("invalid_request", f"unknown engine {requested!r}")
     gpus = cuda_devices()
     found = find_weights(weights)
+    missing = [c for c in required_components(settings or resolve(), with_geometry) if c not in found.found]
+    usable = bool(gpus) or plan == "cpu"
     if requested == "step1x3d":
-        if not gpus:
+        if not usable:
             raise BackendError("engine_unavailable", "the step1x3d engine needs a CUDA GPU and none was found")
-        if found.missing:
-            raise BackendError("weights_not_found", found.describe())
+        if missing:
+            raise BackendError("weights_not_found", f"missing under {found.root}: {', '.join(missing)}")
         return EngineChoice("step1x3d", "requested")
-    if requested != "auto":
-        raise BackendError("invalid_request", f"unknown engine {requested!r}")
-    if not gpus:
+    if not usable:
         return EngineChoice("preview", "no CUDA GPU found")
-    if found.missing:
-        return EngineChoice("preview", f"Step1X-3D weights not found ({found.describe()})")
-    return EngineChoice("step1x3d", f"CUDA GPU {gpus[0].name} and weights at {found.root}")
+    if missing:
+        return EngineChoice("preview", f"Step1X-3D weights missing under {found.root}: {', '.join(missing)}")
+    return EngineChoice("step1x3d", f"{gpus[0].name if gpus else 'CPU plan'} and weights at {found.root}")
 
 
 def create(name: str, **options) -> Engine:

@@ -1,0 +1,147 @@
+"""The `step1x3d` engine: the geometry stage, then the texture stage, under a device plan.
+
+image -> GeometryPipeline (mesh artifact) -> TextureStage (views artifact) -> GLB. With a `mesh`
+input the geometry stage is skipped and the given mesh is textured from the image. Models stay
+loaded between jobs in a ModelCache placed by the plan.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.context import JobContext, JobResult
+from backend.mesh.export import ExportMetadata, write_glb
+from backend.mesh.frame import fit_unit_box
+from backend.mesh.uv import unwrap
+from backend.runtime.devices import cuda_devices
+from backend.runtime.models import ModelCache
+from backend.runtime.plan import DevicePlan, make_plan
+from backend.runtime.weights import WeightsStatus, find_weights
+from shared.errors import BackendError
+
+GEOMETRY_COMPONENT = {"base": "geometry-base", "label": "geometry-label"}
+TEXTURE_COMPONENTS = ("texture-adapter", "sdxl-base", "sdxl-vae")
+
+
+def required_components(settings: dict, with_geometry: bool) -> list[str]:
+    needed = [GEOMETRY_COMPONENT[settings["model"]]] if with_geometry else []
+    if settings["texture"]:
+        needed += list(TEXTURE_COMPONENTS)
+    return needed
+
+
+def load_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Any mesh file trimesh reads, scenes flattened into one mesh in the file's frame."""
+    import trimesh
+
+    try:
+        loaded = trimesh.load(path, force="mesh", process=False)
+    except Exception as exc:  # trimesh raises many types for damaged files
+        raise BackendError("input_unreadable", f"cannot read the mesh {path}: {exc}") from None
+    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
+        raise BackendError("input_unreadable", f"the mesh {path} has no triangles")
+    return np.asarray(loaded.vertices, np.float32), np.asarray(loaded.faces, np.int64)
+
+
+class Step1X3DEngine:
+    name = "step1x3d"
+
+    def __init__(self, weights: str | None = None, plan: str = "auto", geometry_gpu: int | None = None,
+                 texture_gpu: int | None = None, offload: str = "cpu"):
+        self.weights_location = weights
+        self.plan_request = (plan, geometry_gpu, texture_gpu, offload)
+        self.cache: ModelCache | None = None
+
+    # ---- set-up ----
+    def plan_for(self, settings: dict) -> DevicePlan:
+        kind, geo, tex, offload = self.plan_request
+        return make_plan(kind, cuda_devices(), settings, geometry_gpu=geo, texture_gpu=tex, offload=offload)
+
+    def _cache(self, plan: DevicePlan, weights: WeightsStatus) -> ModelCache:
+        if self.cache is None or self.cache.plan != plan:
+            if self.cache is not None:
+                self.cache.close()
+            self.cache = ModelCache(plan, weights)
+        return self.cache
+
+    def _geometry(self, cache: ModelCache, variant: str):
+        from backend.geometry.pipeline import GeometryPipeline
+
+        dtype = torch.bfloat16 if cache.plan.on_gpu else torch.float32
+        folder = str(cache.weights.found[GEOMETRY_COMPONENT[variant]])
+        cache.register(f"geometry-{variant}", "geometry",
+                       lambda device: GeometryPipeline.from_pretrained(folder, subfolder="", dtype=dtype, device=device),
+                       lambda pipe, device: pipe.to(device))
+        return cache.get(f"geometry-{variant}")
+
+    def _texture(self, cache: ModelCache):
+        from backend.texture.mv_pipeline import MultiViewPipeline
+        from backend.texture.stage import TextureStage
+
+        found = cache.weights.found
+
+        def load(device: torch.device) -> TextureStage:
+            pipe = MultiViewPipeline.load(base=str(found["sdxl-base"]), vae=str(found["sdxl-vae"]),
+                                          adapter=str(found["texture-adapter"]), device=device)
+            return TextureStage(pipe)
+
+        cache.register("texture", "texture", load, lambda stage, device: stage.pipeline.to(device))
+        return cache.get("texture")
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+    # ---- a job ----
+    def run(self, ctx: JobContext) -> JobResult:
+        from backend.geometry.image_prep import prepare_image
+        from backend.geometry.pipeline import GeometryOptions
+
+        spec, s = ctx.spec, ctx.spec.settings
+        if spec.image is None:
+            raise BackendError("invalid_request", "the step1x3d engine needs a reference image (and optionally a mesh to texture)")
+        weights = find_weights(self.weights_location)
+        missing = [c for c in required_components(s, spec.mesh is None) if c not in weights.found]
+        if missing:
+            raise BackendError("weights_not_found", f"missing under {weights.root}: {', '.join(missing)}; "
+                               "run `python -m backend download`")
+        plan = self.plan_for(s)
+        cache = self._cache(plan, weights)
+        ctx.step("preprocess", 0, 1, plan.describe())
+        timings: dict[str, float] = {}
+        if spec.mesh is None:
+            pipe = self._geometry(cache, s["model"])
+            geometry = pipe(spec.image, GeometryOptions.from_settings(s), ctx)
+            vertices, faces, prepared = geometry.vertices, geometry.faces, geometry.image
+            timings.update(geometry.timings)
+            preview = spec.output.with_name(f"{spec.output.stem}.geometry.glb")
+            geometry.save(preview)
+            ctx.artifact("mesh", [preview])
+        else:
+            prepared = prepare_image(spec.image, s["remove_background"], s["foreground_ratio"])
+            vertices, faces = load_mesh(spec.mesh)
+        meta = {"engine": self.name, "plan": plan.kind, "model": s["model"] if spec.mesh is None else "given mesh",
+                "timings": {k: round(v, 3) for k, v in timings.items()}}
+        if not s["texture"]:
+            ctx.step("export", 0, 1, "writing the untextured GLB")
+            fit = fit_unit_box(vertices)
+            mesh = unwrap(fit.apply(vertices), faces, s["texture_resolution"])
+            write_glb(spec.output, mesh, None, ExportMetadata(self.name, f"Step1X-3D geometry ({s['model']})", s,
+                                                              seed=s["seed"], source_image=spec.image.name),
+                      name=spec.image.stem)
+            return JobResult(spec.output, {**meta, "faces": int(len(mesh.faces)), "textured": False})
+        from backend.texture.mv_pipeline import save_views
+        from backend.texture.stage import write_textured_glb
+
+        stage = self._texture(cache)
+        rgb = np.asarray(prepared.rgb.convert("RGB"))
+        alpha = np.asarray(prepared.alpha, np.float32) / 255.0
+        textured = stage.run(ctx, vertices, faces, rgb, alpha)
+        views_dir = spec.output.with_name(f"{spec.output.stem}.views")
+        ctx.artifact("views", save_views(textured.views, views_dir))
+        ctx.step("export", 0, 1, "writing the GLB")
+        write_textured_glb(spec.output, textured, s, source_image=spec.image.name, name=spec.image.stem)
+        return JobResult(spec.output, {**meta, "faces": int(len(textured.mesh.faces)), "textured": True,
+                                       "texture_resolution": int(textured.texture.shape[0])})

@@ -1,0 +1,114 @@
+"""Device plans: which device runs which stage, and whether the plan fits before any job starts.
+
+- `single`: one GPU, stages in turn; the idle stage's models go to host memory (or are freed) so
+  the peak is the larger stage, not the sum.
+- `multi`: geometry and texture on two GPUs, both resident.
+- `cpu`: everything on the CPU in float32 (tests, tiny configurations).
+A plan that cannot fit is refused up front with what would fit instead, rather than failing with
+out-of-memory halfway through a job.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from shared.errors import BackendError
+
+from .devices import GpuInfo
+
+PLANS = ("auto", "single", "multi", "cpu")
+OFFLOAD = ("cpu", "release", "none")
+GIB = 1024**3
+MARGIN_GB = 1.0  # CUDA context, allocator slack
+
+
+def geometry_peak_gb(settings: Mapping[str, Any]) -> float:
+    """bf16 weights (DiT 2.6, VAE 0.4, DINO 0.6; label model: + CLIP 0.9) + activations and the
+    float32 SDF lattice, which grows with the cube of the octree resolution."""
+    weights = 3.6 + (0.9 if settings.get("model", "label") == "label" else 0.0)
+    lattice = (int(settings.get("octree_resolution", 384)) + 1) ** 3 * 4 * 3 / GIB
+    return weights + 2.0 + lattice
+
+
+def texture_peak_gb(settings: Mapping[str, Any]) -> float:
+    """fp16 weights (UNet 5.1, text encoders 1.6, adapter 1.8, VAE 0.3) + the batch-12 UNet
+    activations and the reference cache, both proportional to the view area."""
+    if not settings.get("texture", True):
+        return 0.0
+    area = (int(settings.get("view_resolution", 768)) / 768.0) ** 2
+    return 8.8 + 8.6 * area
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    kind: str
+    geometry_device: str
+    texture_device: str
+    offload: str = "cpu"
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.geometry_device.startswith("cuda")
+
+    def describe(self) -> str:
+        if self.kind == "cpu":
+            return "cpu: every stage on the CPU (float32)"
+        if self.kind == "single":
+            return f"single: geometry then texture on {self.geometry_device}, idle models offloaded ({self.offload})"
+        return f"multi: geometry on {self.geometry_device}, texture on {self.texture_device}, both resident"
+
+
+def _free_gb(gpu: GpuInfo) -> float:
+    return gpu.free_bytes / GIB
+
+
+def _largest_view_that_fits(budget_gb: float, settings: Mapping[str, Any]) -> int | None:
+    for size in (1024, 896, 768, 640, 512, 384):
+        if texture_peak_gb({**settings, "view_resolution": size}) + MARGIN_GB <= budget_gb:
+            return size
+    return None
+
+
+def _refuse(what: str, need: float, gpu: GpuInfo, settings: Mapping[str, Any], hint: str = "") -> BackendError:
+    fits = _largest_view_that_fits(_free_gb(gpu), settings)
+    advice = f"; view_resolution {fits} would fit" if fits and settings.get("texture", True) else ""
+    return BackendError("out_of_memory",
+                        f"{what} needs about {need:.1f} GB on cuda:{gpu.index} and {_free_gb(gpu):.1f} GB are free"
+                        f"{advice}{hint}")
+
+
+def make_plan(kind: str, gpus: list[GpuInfo], settings: Mapping[str, Any], *, geometry_gpu: int | None = None,
+              texture_gpu: int | None = None, offload: str = "cpu") -> DevicePlan:
+    """Choose or check a plan for `settings` on `gpus`; raises a coded error saying what would fit."""
+    if kind not in PLANS:
+        raise BackendError("invalid_setting", f"device plan must be one of {', '.join(PLANS)}; got {kind!r}")
+    if offload not in OFFLOAD:
+        raise BackendError("invalid_setting", f"offload must be one of {', '.join(OFFLOAD)}; got {offload!r}")
+    if kind == "auto":
+        kind = "cpu" if not gpus else ("multi" if len(gpus) >= 2 else "single")
+    if kind == "cpu":
+        return DevicePlan("cpu", "cpu", "cpu", "none")
+    by_index = {g.index: g for g in gpus}
+    if not gpus:
+        raise BackendError("engine_unavailable", f"the {kind} plan needs a CUDA GPU and none was found; use the cpu plan")
+    geo = by_index.get(geometry_gpu if geometry_gpu is not None else gpus[0].index)
+    if geo is None:
+        raise BackendError("invalid_setting", f"no GPU cuda:{geometry_gpu}; found {', '.join(str(i) for i in by_index)}")
+    geo_need, tex_need = geometry_peak_gb(settings), texture_peak_gb(settings)
+    if kind == "single":
+        need = (max(geo_need, tex_need) if offload != "none" else geo_need + tex_need) + MARGIN_GB
+        if need > _free_gb(geo):
+            raise _refuse("the single plan", need, geo, settings,
+                          "" if offload != "none" else "; offloading idle models (offload cpu) would lower the peak")
+        return DevicePlan("single", f"cuda:{geo.index}", f"cuda:{geo.index}", offload)
+    if len(gpus) < 2:
+        raise BackendError("engine_unavailable", "the multi plan needs two GPUs and one was found; use the single plan")
+    default_tex = next(g.index for g in gpus if g.index != geo.index)
+    tex = by_index.get(texture_gpu if texture_gpu is not None else default_tex)
+    if tex is None or tex.index == geo.index:
+        raise BackendError("invalid_setting", "the multi plan needs two different GPUs for geometry and texture")
+    if geo_need + MARGIN_GB > _free_gb(geo):
+        raise _refuse("geometry", geo_need + MARGIN_GB, geo, settings)
+    if tex_need + MARGIN_GB > _free_gb(tex):
+        raise _refuse("texture", tex_need + MARGIN_GB, tex, settings)
+    return DevicePlan("multi", f"cuda:{geo.index}", f"cuda:{tex.index}", "none")
