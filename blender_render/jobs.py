@@ -41,15 +41,21 @@ def object_id(path: Path) -> str:
 
 
 def list_inputs(source: Path) -> list[Path]:
-    """A folder (searched recursively for supported files) or a list file: one path per line
-    ('#' comments allowed) or a JSON array; relative entries are relative to the list file."""
+    """A folder (searched recursively for supported files), one asset file, or a list file: one
+    path per line ('#' comments allowed) or a JSON array; relative entries are relative to the
+    list file."""
     source = Path(source)
+    suffixes = {f".{e}" for e in INPUT_FORMATS}
     if source.is_dir():
-        suffixes = {f".{e}" for e in INPUT_FORMATS}
         return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not source.is_file():
         raise BackendError("input_not_found", f"{source} is neither a folder nor a list file")
-    text = source.read_text()
+    if source.suffix.lower() in suffixes:
+        return [source]
+    try:
+        text = source.read_text()
+    except UnicodeDecodeError:
+        raise BackendError("input_unreadable", f"{source}: not a text list of paths") from None
     if source.suffix.lower() == ".json":
         try:
             entries = json.loads(text)

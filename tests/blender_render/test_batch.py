@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -155,3 +156,25 @@ def test_gpu_workers_render(assets, tmp_path):
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
     metas = [dataset.load_meta(d) for d in out.iterdir() if (d / "meta.json").is_file()]
     assert metas and all(m["render"]["device"]["device"] == "GPU" for m in metas)
+
+
+def test_workers_inside_a_blender_executable(assets, tmp_path):
+    """`--blender EXE` runs blender_render/worker.py as a script file with Blender's command line;
+    a stand-in executable does what Blender does with `-b ... -P FILE -- ARGS`."""
+    shim = tmp_path / "blender"
+    shim.write_text(textwrap.dedent(f"""\
+        #!{sys.executable}
+        import runpy, sys
+        import bpy
+        argv = sys.argv[1:]
+        assert argv[:4] == ["-b", "--factory-startup", "--python-exit-code", "1"], argv
+        script = argv[argv.index("-P") + 1]
+        sys.argv = ["blender", *argv]
+        runpy.run_path(script, run_name="__main__")
+    """))
+    shim.chmod(0o755)
+    out = tmp_path / "out"
+    proc = run(["-m", "blender_render.batch", str(assets / "meshes" / "BoxTextured.glb"), str(out), "--blender",
+                str(shim), "--resolution", "32", "--samples", "1"], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(_complete_objects(out)) == 1

@@ -28,6 +28,11 @@ def test_list_inputs_folder_text_and_json(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text(f"# comment\na.glb\n\n{tmp_path / 'sub' / 'd.ply'}\na.glb\nmissing.stl\n")
     assert jobs.list_inputs(listing) == [tmp_path / "a.glb", tmp_path / "sub" / "d.ply", tmp_path / "missing.stl"]
+    assert jobs.list_inputs(tmp_path / "a.glb") == [tmp_path / "a.glb"]
+    binary = tmp_path / "list.bin"
+    binary.write_bytes(b"\x00\x9c\xff")
+    with pytest.raises(BackendError):
+        jobs.list_inputs(binary)
     js = tmp_path / "list.json"
     js.write_text(json.dumps(["sub/b.OBJ"]))
     assert jobs.list_inputs(js) == [tmp_path / "sub" / "b.OBJ"]
