@@ -225,25 +225,33 @@ def _feed(tree, source, target) -> None:
         target.default_value = value if isinstance(value, float) else tuple(value)
 
 
-def _world_vertices(objects) -> tuple[np.ndarray, int, int]:
-    """World-space vertices of every evaluated renderable object, and vertex / triangle counts."""
+def _world_vertices() -> tuple[np.ndarray, int, int]:
+    """World-space vertices of everything that renders, instances included (collection instances
+    in .blend or FBX files, particle and geometry-node instances), and vertex / triangle counts."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
+    local: dict[str, tuple[np.ndarray, int]] = {}
     chunks, nverts, ntris = [], 0, 0
-    for obj in objects:
-        ev = obj.evaluated_get(depsgraph)
-        mesh = ev.to_mesh()
-        if mesh is None:
+    for inst in depsgraph.object_instances:
+        obj = inst.object
+        if obj.type not in RENDERABLE or not inst.show_self:
             continue
-        try:
-            co = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
-            mesh.vertices.foreach_get("co", co)
-            mesh.calc_loop_triangles()
-            nverts += len(mesh.vertices)
-            ntris += len(mesh.loop_triangles)
-            m = np.array(ev.matrix_world, dtype=np.float64)
-            chunks.append(co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3])
-        finally:
-            ev.to_mesh_clear()
+        key = obj.name_full if not inst.is_instance else f"{obj.name_full}#{obj.data.name_full if obj.data else ''}"
+        if key not in local:
+            mesh = obj.to_mesh()
+            if mesh is None:
+                continue
+            try:
+                co = np.empty(len(mesh.vertices) * 3, dtype=np.float64)
+                mesh.vertices.foreach_get("co", co)
+                mesh.calc_loop_triangles()
+                local[key] = (co.reshape(-1, 3), len(mesh.loop_triangles))
+            finally:
+                obj.to_mesh_clear()
+        co, tris = local[key]
+        m = np.array(inst.matrix_world, dtype=np.float64)
+        chunks.append(co @ m[:3, :3].T + m[:3, 3])
+        nverts += len(co)
+        ntris += tris
     return (np.concatenate(chunks) if chunks else np.zeros((0, 3))), nverts, ntris
 
 
@@ -257,7 +265,7 @@ def prepare(options: RenderOptions, import_warnings: list[str]) -> SceneInfo:
     info.animated = any(o.animation_data and o.animation_data.action for o in bpy.data.objects)
     _set_shading(objects, options.normals)
     _prepare_materials(objects, options, info)
-    verts, info.vertices, info.triangles = _world_vertices(objects)
+    verts, info.vertices, info.triangles = _world_vertices()
     info.objects = len(objects)
     if len(verts) == 0 or info.triangles == 0:
         raise BackendError("input_unreadable", "the file holds no renderable geometry (no triangles)")

@@ -100,3 +100,45 @@ def test_gpu_cycles_and_eevee(assets, tmp_path):
         meta = dataset.load_meta(out)
         assert meta["render"]["device"]["device"] == "GPU"
         assert all(v["checks"]["color_coverage"] > 0.95 for v in meta["views"])
+
+
+def test_blend_file_with_collection_instance_and_animation(tmp_path):
+    """A .blend whose geometry is a collection instance (the source collection is not in the
+    scene) plus an animated cube: the bounding box, and so the normalisation, must see both as
+    they are at the first frame."""
+    blend = tmp_path / "scene.blend"
+    code = textwrap.dedent(f"""
+        import bpy
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        scene = bpy.context.scene
+        mesh = bpy.data.meshes.new("cube")
+        mesh.from_pydata([(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)], [],
+                         [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+        hidden = bpy.data.collections.new("source")  # never linked into the scene
+        hidden.objects.link(bpy.data.objects.new("src", mesh))
+        holder = bpy.data.objects.new("instance", None)
+        holder.instance_type = "COLLECTION"
+        holder.instance_collection = hidden
+        holder.location = (3.0, 0.0, 0.0)
+        scene.collection.objects.link(holder)
+        moving = bpy.data.objects.new("moving", mesh)
+        scene.collection.objects.link(moving)
+        scene.frame_start = 1
+        for frame, x in ((1, -2.0), (20, 9.0)):
+            moving.location = (x, 0.0, 0.0)
+            moving.keyframe_insert("location", frame=frame)
+        bpy.ops.wm.save_as_mainfile(filepath={str(blend)!r})
+    """)
+    made = run(["-c", code])
+    assert made.returncode == 0, made.stderr[-2000:]
+    out = tmp_path / "out"
+    proc = run(["-m", "blender_render", str(blend), str(out), "--resolution", "32", "--passes", "position,mask"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = dataset.load_meta(out)
+    norm = meta["normalization"]
+    np.testing.assert_allclose(norm["source_bbox_min"], [-2, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(norm["source_bbox_max"], [4, 1, 1], atol=1e-6)
+    assert meta["scene"]["animated"] and meta["scene"]["triangles"] == 24
+    front = dataset.load_view(out, 0, meta)
+    x = front.position[front.mask][:, 0]
+    assert x.min() < -0.45 and x.max() > 0.45  # both pieces rendered, spanning the unit cube
