@@ -59,6 +59,14 @@ class Step1X3DEngine:
         kind, geo, tex, offload = self.plan_request
         return make_plan(kind, cuda_devices(), settings, geometry_gpu=geo, texture_gpu=tex, offload=offload)
 
+    def check_weights(self, settings: dict, with_geometry: bool) -> WeightsStatus:
+        weights = find_weights(self.weights_location)
+        missing = [c for c in required_components(settings, with_geometry) if c not in weights.found]
+        if missing:
+            raise BackendError("weights_not_found", f"missing under {weights.root}: {', '.join(missing)}; "
+                               "run `python -m backend download`")
+        return weights
+
     def _cache(self, plan: DevicePlan, weights: WeightsStatus) -> ModelCache:
         if self.cache is None or self.cache.plan != plan:
             if self.cache is not None:
@@ -102,11 +110,7 @@ class Step1X3DEngine:
         spec, s = ctx.spec, ctx.spec.settings
         if spec.image is None:
             raise BackendError("invalid_request", "the step1x3d engine needs a reference image (and optionally a mesh to texture)")
-        weights = find_weights(self.weights_location)
-        missing = [c for c in required_components(s, spec.mesh is None) if c not in weights.found]
-        if missing:
-            raise BackendError("weights_not_found", f"missing under {weights.root}: {', '.join(missing)}; "
-                               "run `python -m backend download`")
+        weights = self.check_weights(s, with_geometry=spec.mesh is None)
         plan = self.plan_for(s)
         cache = self._cache(plan, weights)
         ctx.step("preprocess", 0, 1, plan.describe())
@@ -132,15 +136,12 @@ class Step1X3DEngine:
                                                               seed=s["seed"], source_image=spec.image.name),
                       name=spec.image.stem)
             return JobResult(spec.output, {**meta, "faces": int(len(mesh.faces)), "textured": False})
-        from backend.texture.mv_pipeline import save_views
         from backend.texture.stage import write_textured_glb
 
         stage = self._texture(cache)
         rgb = np.asarray(prepared.rgb.convert("RGB"))
         alpha = np.asarray(prepared.alpha, np.float32) / 255.0
-        textured = stage.run(ctx, vertices, faces, rgb, alpha)
-        views_dir = spec.output.with_name(f"{spec.output.stem}.views")
-        ctx.artifact("views", save_views(textured.views, views_dir))
+        textured = stage.run(ctx, vertices, faces, rgb, alpha)  # emits the `views` artifact itself
         ctx.step("export", 0, 1, "writing the GLB")
         write_textured_glb(spec.output, textured, s, source_image=spec.image.name, name=spec.image.stem)
         return JobResult(spec.output, {**meta, "faces": int(len(textured.mesh.faces)), "textured": True,

@@ -163,7 +163,7 @@ class MultiViewPipeline(DiffusionPipeline, StableDiffusionXLLoraLoaderMixin):
             ctx.step(STAGE, len(timesteps), len(timesteps), "decoding views")
         views = self.decode(latents)
         if ctx is not None:
-            ctx.artifact("views", save_views(views, ctx.work_dir / "views"))
+            ctx.artifact("views", save_views(views, ctx.spec.output.with_name(f"{ctx.spec.output.stem}.views")))
         return views
 
     def _reference_cache(self, reference: torch.Tensor, latent_size: tuple[int, int],

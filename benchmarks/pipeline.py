@@ -1,0 +1,120 @@
+"""The whole step1x3d engine at the reference defaults with full-size random weights.
+
+Speed does not depend on weight values; the shape VAE's query decoder is rewired to a smooth blob
+field (tests/geometry/tiny.py) so marching cubes, decimation, UV unwrap and baking see a real
+closed surface instead of random-weight foam. One warm-up job, then timed jobs through the
+engine exactly as the server runs them (device plan, model cache, offload), with per-stage times
+from the progress events, end-to-end time and peak memory per GPU.
+
+    python3 -m benchmarks.pipeline                       # single plan on cuda:0, 50 + 50 steps, 768/2048
+    python3 -m benchmarks.pipeline --plan multi          # geometry on cuda:0, texture on cuda:1
+    python3 -m benchmarks.pipeline --tiny                # CPU smoke run with tiny modules
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from backend.context import JobContext
+from backend.engines.step1x3d import Step1X3DEngine
+from backend.jobs import make_spec
+from backend.runtime.weights import WeightsStatus
+from benchmarks.common import print_table
+from benchmarks.geometry import build as build_geometry
+from benchmarks.geometry import input_image
+from tests.geometry.tiny import make_blob_field
+
+GIB = 1024**3
+
+
+class RandomWeightsEngine(Step1X3DEngine):
+    """The engine with models built from configurations instead of read from disk."""
+
+    def __init__(self, tiny: bool, **plan):
+        super().__init__(None, **plan)
+        self.tiny = tiny
+
+    def check_weights(self, settings, with_geometry):
+        return WeightsStatus(root="random weights")
+
+    def _geometry(self, cache, variant):
+        def load(device):
+            pipe = build_geometry(self.tiny, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+            make_blob_field(pipe.vae)
+            return pipe
+
+        cache.register("geometry", "geometry", load, lambda pipe, device: pipe.to(device))
+        return cache.get("geometry")
+
+    def _texture(self, cache):
+        from backend.texture.stage import TextureStage
+        from benchmarks.texture import random_pipeline
+
+        def load(device):
+            dtype = torch.float16 if device.type == "cuda" else torch.float32
+            return TextureStage(random_pipeline(device, dtype))
+
+        cache.register("texture", "texture", load, lambda stage, device: stage.pipeline.to(device))
+        return cache.get("texture")
+
+
+def run_job(engine, image: Path, out: Path, settings: dict) -> tuple[float, dict[str, float]]:
+    marks: list[tuple[str, float]] = []
+
+    def progress(stage, step, total, message):
+        marks.append((stage, time.perf_counter()))
+
+    spec = make_spec(image=str(image), output=str(out), engine="step1x3d", settings=settings)
+    t0 = time.perf_counter()
+    engine.run(JobContext(spec, out.parent, on_progress=progress))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    total = time.perf_counter() - t0
+    stages: dict[str, float] = {}
+    for (name, start), (_, end) in zip(marks, marks[1:] + [("end", t0 + total)]):
+        stages[name] = stages.get(name, 0.0) + end - start
+    return total, stages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plan", default="auto", choices=("auto", "single", "multi", "cpu"))
+    parser.add_argument("--offload", default="cpu", choices=("cpu", "release", "none"))
+    parser.add_argument("--tiny", action="store_true", help="tiny modules on the CPU (smoke run)")
+    parser.add_argument("--jobs", type=int, default=2, help="timed jobs after the warm-up")
+    args = parser.parse_args()
+    settings = {"model": "base"}
+    if args.tiny:
+        args.plan = "cpu"
+        settings.update(geometry_steps=2, texture_steps=2, octree_resolution=64, view_resolution=64,
+                        texture_resolution=256, face_count=2000)
+    engine = RandomWeightsEngine(args.tiny, plan=args.plan, offload=args.offload)
+    work = Path(tempfile.mkdtemp())
+    image = work / "input.png"
+    input_image().save(image)
+    run_job(engine, image, work / "warmup.glb", settings)
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(i)
+    rows = []
+    for job in range(args.jobs):
+        total, stages = run_job(engine, image, work / f"job{job}.glb", settings)
+        rows.append((f"job {job + 1}", *(f"{stages.get(k, 0.0):.2f}" for k in
+                     ("preprocess", "geometry", "mesh", "texture", "bake", "export")), f"{total:.2f}"))
+    plan = engine.cache.plan
+    print_table(f"step1x3d engine, plan {plan.describe()}, defaults 50+50 steps, octree "
+                f"{settings.get('octree_resolution', 384)}, views {settings.get('view_resolution', 768)}, "
+                f"texture {settings.get('texture_resolution', 2048)}; seconds", rows,
+                ("run", "preprocess", "geometry", "mesh prep", "texture", "bake", "export", "total"))
+    if torch.cuda.is_available():
+        peaks = [(f"cuda:{i}", f"{torch.cuda.max_memory_allocated(i) / GIB:.1f}") for i in range(torch.cuda.device_count())]
+        print_table("peak GPU memory over the timed jobs (GiB, torch.cuda.max_memory_allocated)", peaks, ("device", "peak"))
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()
