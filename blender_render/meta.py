@@ -19,6 +19,8 @@ CONVENTIONS = {
     "c2w_gltf": "glTF world (+Y up) from an OpenGL camera, as in shared/views.py",
     "intrinsics": "OpenCV K; orthographic: u = fx * x + cx with fx in pixels per metre",
     "pixels": "row 0 at the top; pixel (i, j) centred at (u, v) = (j + 0.5, i + 0.5)",
+    "timings": "seconds per step; checks and file writes run in a writer thread alongside the renders, "
+               "so the steps can add up to more than the total",
     "azimuth_elevation": "shared/views.py: azimuth from the front (+Z glTF, -Y Blender) towards +X, "
                          "elevation towards up",
 }

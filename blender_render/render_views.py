@@ -10,17 +10,17 @@ or not at all. Exit status: 0 ok; the shared/errors.py code's status for bad inp
 """
 from __future__ import annotations
 
+import argparse
+import os
+import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file by `blender -b -P`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import argparse  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
 
 import bpy  # noqa: E402  (first of the heavy imports: pymeshlab before bpy breaks bpy)
 import numpy as np  # noqa: E402
@@ -45,6 +45,8 @@ class Result:
 
 
 class _Clock:
+    """Seconds per step. The main thread and the writer thread each add to their own steps."""
+
     def __init__(self):
         self.start = time.perf_counter()
         self.times: dict[str, float] = {}
@@ -78,6 +80,23 @@ def _write_materials(stage: Path, files: dict, color, bits: int) -> None:
         if name == "albedo":
             straight = encoding.linear_to_srgb(straight)
         encoding.write_png(stage / files[name], encoding.quantize(np.concatenate([straight, alpha], axis=-1), bits))
+
+
+def _finish_geometry(cam, passes, bounds, stage: Path, view: dict, clock: _Clock) -> ViewCheck:
+    t = time.perf_counter()
+    check = check_geometry(cam, passes.mask, passes.normal, passes.position, passes.depth, bounds)
+    t = clock.add("checks", t)
+    _write_geometry(stage, view["files"], passes, view["depth_png_range"])
+    clock.add("geometry_write", t)
+    return check
+
+
+def _finish_color(check: ViewCheck, color, mask, stage: Path, view: dict, bits: int, clock: _Clock) -> None:
+    t = time.perf_counter()
+    check_color(check, color.alpha, mask)
+    t = clock.add("checks", t)
+    _write_materials(stage, view["files"], color, bits)
+    clock.add("color_write", t)
 
 
 def render_object(input_path, out_dir, options: RenderOptions) -> Result:
@@ -115,30 +134,34 @@ def render_object(input_path, out_dir, options: RenderOptions) -> Result:
             warnings.append("the object extends beyond the unit cube: position PNGs are clipped (use --exr)")
         t = clock.add("prepare", t)
 
-        checks: list[ViewCheck] = []
-        masks, views = [], []
-        renderer.begin_geometry()
-        for cam in cams:
-            passes = renderer.geometry(cam)
-            t = clock.add("geometry_render", t)
-            checks.append(check_geometry(cam, passes.mask, passes.normal, passes.position, passes.depth, bounds))
-            masks.append(passes.mask)
-            t = clock.add("checks", t)
-            view = cam.to_meta()
-            view["files"] = meta.view_files(cam.index, options)
-            view["depth_png_range"] = list(cam.depth_range(norm.radius))
-            _write_geometry(stage, view["files"], passes, view["depth_png_range"])
-            views.append(view)
-            t = clock.add("geometry_write", t)
-        if "color" in options.passes:
-            renderer.begin_color()
-            for cam, check, mask, view in zip(cams, checks, masks, views):
-                color = renderer.color(cam, stage / view["files"]["color"])
-                t = clock.add("color_render", t)
-                check_color(check, color.alpha, mask)
-                t = clock.add("checks", t)
-                _write_materials(stage, view["files"], color, options.color_depth)
-                t = clock.add("color_write", t)
+        # Checks and PNG encoding run in a writer thread while Cycles renders the next view
+        # (zlib and most numpy work release the GIL).
+        views, masks = [], []
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            pending = []
+            renderer.begin_geometry()
+            for cam in cams:
+                passes = renderer.geometry(cam)
+                t = clock.add("geometry_render", t)
+                view = cam.to_meta()
+                view["files"] = meta.view_files(cam.index, options)
+                view["depth_png_range"] = list(cam.depth_range(norm.radius))
+                views.append(view)
+                masks.append(passes.mask)
+                pending.append(writer.submit(_finish_geometry, cam, passes, bounds, stage, view, clock))
+            checks: list[ViewCheck] = [f.result() for f in pending]
+            t = clock.add("geometry_wait", t)
+            if "color" in options.passes:
+                pending = []
+                renderer.begin_color()
+                for cam, check, mask, view in zip(cams, checks, masks, views):
+                    color = renderer.color(cam, stage / view["files"]["color"])
+                    t = clock.add("color_render", t)
+                    pending.append(writer.submit(_finish_color, check, color, mask, stage, view,
+                                                 options.color_depth, clock))
+                for f in pending:
+                    f.result()
+                t = clock.add("color_wait", t)
         for check, view in zip(checks, views):
             view["checks"] = check.to_meta()
             warnings += check.warnings

@@ -1,7 +1,7 @@
 """blender_render and the backend's rasteriser render the same mesh from the same view table into
 the same position and normal maps: one 16-bit step apart on the object's inner pixels.
 
-The mesh is the real Stanford bunny fitted into the unit cube. Both sides interpolate the same
+The mesh is the real Stanford bunny (duplicate triangles removed) fitted into the unit cube. Both sides interpolate the same
 vertex normals: Blender's smooth vertex normals are read back and handed to the backend, since the
 two programs weight face normals differently (corner angle vs area) when they compute their own.
 """
@@ -30,7 +30,11 @@ def test_blender_and_backend_rasteriser_agree(assets, tmp_path):
     from backend.mesh.camera import Camera
     from backend.mesh.render import control_maps, render_geometry
 
-    src = trimesh.load(str(assets / "meshes" / "bunny.ply"), process=False)
+    # The scan holds duplicate triangles of opposite winding; at their vertices the normal sum
+    # nearly cancels and Blender's multithreaded sum order changes it from run to run, so drop them.
+    src = trimesh.load(str(assets / "meshes" / "bunny.ply"), process=True)
+    src.update_faces(src.unique_faces() & src.nondegenerate_faces())
+    src.remove_unreferenced_vertices()
     v = np.asarray(src.vertices, dtype=np.float64)
     faces = np.asarray(src.faces, dtype=np.int64)
     lo, hi = v.min(0), v.max(0)
@@ -53,7 +57,7 @@ def test_blender_and_backend_rasteriser_agree(assets, tmp_path):
     proc = run(["-c", code])
     assert proc.returncode == 0, proc.stderr[-2000:]
     normals_blender = np.load(dump)
-    assert normals_blender.shape == v.shape
+    assert normals_blender.shape == v.shape and len(faces) > 15000
 
     out = tmp_path / "render"
     proc = run(["-m", "blender_render", str(mesh_path), str(out), "--normalize", "none", "--resolution", str(RES),
