@@ -211,8 +211,12 @@ def extract(field_values: np.ndarray, level: float, bounds: float, spacing: floa
     """Marching cubes on a field that grows outwards; triangles come out facing outwards."""
     from skimage.measure import marching_cubes
 
-    verts, faces, _, _ = marching_cubes(field_values.astype(np.float32), level=level, spacing=(spacing,) * 3,
-                                        method="lewiner")
+    values = field_values.astype(np.float32)
+    level = np.float32(level)
+    # A node exactly at the level (a flat input on a lattice plane) makes zero-area triangles that
+    # break the surface's manifoldness: move such nodes to the outside by one float step.
+    values[values == level] = np.nextafter(level, np.float32(np.inf))
+    verts, faces, _, _ = marching_cubes(values, level=float(level), spacing=(spacing,) * 3, method="lewiner")
     return verts.astype(np.float64) - bounds, faces.astype(np.int64)
 
 

@@ -1,0 +1,55 @@
+"""The batch CLI: one .npz per object, failures logged with their code, resume skips done work."""
+import json
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from backend.data.prepare import KEYS, LOG_NAME, main
+from blender_render.jobs import object_id
+
+FAST = ["--resolution", "24", "--views", "6", "--view-resolution", "48", "--num-surface", "300",
+        "--num-sharp", "300", "--num-near", "200", "--num-volume", "200"]
+
+
+def prepare(*args) -> int:
+    return main([*map(str, args), *FAST])
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / LOG_NAME).read_text().splitlines()]
+
+
+def test_batch_resume_and_failures(tmp_path):
+    good = tmp_path / "cube.glb"
+    trimesh.creation.box((1, 0.5, 0.8)).export(good)
+    bad = tmp_path / "broken.obj"
+    bad.write_text("this is not an obj file\n")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# objects\n{good.name}\n{bad.name}\n")
+    out = tmp_path / "out"
+
+    assert prepare(listing, out) == 1
+    npz = out / f"{object_id(good)}.npz"
+    with np.load(npz) as data:
+        assert tuple(data.files) == KEYS
+        assert data["surface"].shape == (300, 6)
+    log = [r for r in records(out) if r["event"] == "object"]
+    status = {r["id"]: r for r in log}
+    assert status[object_id(good)]["status"] == "ok"
+    assert status[object_id(bad)]["status"] == "failed" and status[object_id(bad)]["code"] == "input_unreadable"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+    mtime = npz.stat().st_mtime_ns
+    assert prepare(listing, out) == 1
+    batches = [r for r in records(out) if r["event"] == "batch"]
+    assert batches[-1]["todo"] == 1  # only the failed one is tried again
+    assert npz.stat().st_mtime_ns == mtime
+
+    assert prepare(good, tmp_path / "single") == 0
+    assert (tmp_path / "single" / npz.name).is_file()
+
+
+def test_missing_source_is_a_coded_error(tmp_path, capsys):
+    assert prepare(tmp_path / "nothing.txt", tmp_path / "out") == 3
+    assert "input_not_found" in capsys.readouterr().err
