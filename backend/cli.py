@@ -45,8 +45,9 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
                        help="single GPU, geometry and texture on two GPUs (multi), or cpu; auto picks by GPU count")
     group.add_argument("--geometry-gpu", type=int, help="CUDA index for the geometry stage")
     group.add_argument("--texture-gpu", type=int, help="CUDA index for the texture stage (multi)")
-    group.add_argument("--offload", choices=OFFLOAD, default="cpu",
-                       help="single plan: move idle models to host memory (cpu), free them (release), or keep them")
+    group.add_argument("--offload", choices=OFFLOAD, default="auto",
+                       help="single plan: keep both stages resident when they fit (auto), else move idle models "
+                            "to host memory (cpu) or free them (release); none never offloads")
 
 
 def _runner(args: argparse.Namespace):

@@ -77,7 +77,7 @@ class JobRunner:
     """Holds engines between jobs (so a server keeps models loaded) and runs one job at a time."""
 
     def __init__(self, weights: str | None = None, plan: str = "auto", geometry_gpu: int | None = None,
-                 texture_gpu: int | None = None, offload: str = "cpu"):
+                 texture_gpu: int | None = None, offload: str = "auto"):
         self.weights = weights
         self.plan_options = {"plan": plan, "geometry_gpu": geometry_gpu, "texture_gpu": texture_gpu, "offload": offload}
         self._engines: dict[str, engines.Engine] = {}

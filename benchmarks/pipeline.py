@@ -83,7 +83,7 @@ def run_job(engine, image: Path, out: Path, settings: dict) -> tuple[float, dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plan", default="auto", choices=("auto", "single", "multi", "cpu"))
-    parser.add_argument("--offload", default="cpu", choices=("cpu", "release", "none"))
+    parser.add_argument("--offload", default="auto", choices=("auto", "cpu", "release", "none"))
     parser.add_argument("--tiny", action="store_true", help="tiny modules on the CPU (smoke run)")
     parser.add_argument("--jobs", type=int, default=2, help="timed jobs after the warm-up")
     args = parser.parse_args()

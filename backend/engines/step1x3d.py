@@ -49,7 +49,7 @@ class Step1X3DEngine:
     name = "step1x3d"
 
     def __init__(self, weights: str | None = None, plan: str = "auto", geometry_gpu: int | None = None,
-                 texture_gpu: int | None = None, offload: str = "cpu"):
+                 texture_gpu: int | None = None, offload: str = "auto"):
         self.weights_location = weights
         self.plan_request = (plan, geometry_gpu, texture_gpu, offload)
         self.cache: ModelCache | None = None
@@ -117,7 +117,10 @@ class Step1X3DEngine:
         timings: dict[str, float] = {}
         if spec.mesh is None:
             pipe = self._geometry(cache, s["model"])
-            geometry = pipe(spec.image, GeometryOptions.from_settings(s), ctx)
+            options = GeometryOptions.from_settings(s)
+            if s["texture"]:
+                options.face_budget = None  # the texture stage decimates in a worker, overlapping the denoising
+            geometry = pipe(spec.image, options, ctx)
             vertices, faces, prepared = geometry.vertices, geometry.faces, geometry.image
             timings.update(geometry.timings)
             preview = spec.output.with_name(f"{spec.output.stem}.geometry.glb")

@@ -56,7 +56,7 @@ class GeometryOptions:
     guidance_scale: float = 7.5
     seed: int = 2025
     octree_resolution: int = 384
-    face_budget: int = 400_000
+    face_budget: int | None = 400_000  # None: no decimation (the texture stage decimates in parallel)
     symmetry: str = "x"  # label model only
     edge_type: str = "normal"  # label model only: normal / smooth / sharp
     remove_background: str = "auto"
@@ -96,12 +96,12 @@ class GeometryResult:
         return path
 
 
-def finish_mesh(vertices: np.ndarray, faces: np.ndarray, face_budget: int, min_part_fraction: float):
+def finish_mesh(vertices: np.ndarray, faces: np.ndarray, face_budget: int | None, min_part_fraction: float):
     """Weld, drop degenerate faces and floaters, then decimate to the budget (backend/mesh)."""
     v, f = clean(vertices, faces, min_part_fraction=min_part_fraction)
     if len(f) == 0:
         raise BackendError("internal_error", "the generated surface vanished during clean-up")
-    return decimate(v, f, face_budget)
+    return (v, f) if face_budget is None else decimate(v, f, face_budget)
 
 
 class _Clock:

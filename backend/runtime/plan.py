@@ -1,7 +1,8 @@
 """Device plans: which device runs which stage, and whether the plan fits before any job starts.
 
-- `single`: one GPU, stages in turn; the idle stage's models go to host memory (or are freed) so
-  the peak is the larger stage, not the sum.
+- `single`: one GPU, stages in turn; when both stages do not fit at once, the idle stage's models
+  go to host memory (or are freed) so the peak is the larger stage, not the sum. offload=auto keeps
+  both resident when they fit (moving 9 GB of weights per job costs seconds).
 - `multi`: geometry and texture on two GPUs, both resident.
 - `cpu`: everything on the CPU in float32 (tests, tiny configurations).
 A plan that cannot fit is refused up front with what would fit instead, rather than failing with
@@ -17,7 +18,7 @@ from shared.errors import BackendError
 from .devices import GpuInfo
 
 PLANS = ("auto", "single", "multi", "cpu")
-OFFLOAD = ("cpu", "release", "none")
+OFFLOAD = ("auto", "cpu", "release", "none")
 GIB = 1024**3
 MARGIN_GB = 1.0  # CUDA context, allocator slack
 
@@ -44,7 +45,7 @@ class DevicePlan:
     kind: str
     geometry_device: str
     texture_device: str
-    offload: str = "cpu"
+    offload: str = "none"
 
     @property
     def on_gpu(self) -> bool:
@@ -54,7 +55,8 @@ class DevicePlan:
         if self.kind == "cpu":
             return "cpu: every stage on the CPU (float32)"
         if self.kind == "single":
-            return f"single: geometry then texture on {self.geometry_device}, idle models offloaded ({self.offload})"
+            idle = "both stages resident" if self.offload == "none" else f"idle models offloaded ({self.offload})"
+            return f"single: geometry then texture on {self.geometry_device}, {idle}"
         return f"multi: geometry on {self.geometry_device}, texture on {self.texture_device}, both resident"
 
 
@@ -78,7 +80,7 @@ def _refuse(what: str, need: float, gpu: GpuInfo, settings: Mapping[str, Any], h
 
 
 def make_plan(kind: str, gpus: list[GpuInfo], settings: Mapping[str, Any], *, geometry_gpu: int | None = None,
-              texture_gpu: int | None = None, offload: str = "cpu") -> DevicePlan:
+              texture_gpu: int | None = None, offload: str = "auto") -> DevicePlan:
     """Choose or check a plan for `settings` on `gpus`; raises a coded error saying what would fit."""
     if kind not in PLANS:
         raise BackendError("invalid_setting", f"device plan must be one of {', '.join(PLANS)}; got {kind!r}")
@@ -96,6 +98,8 @@ def make_plan(kind: str, gpus: list[GpuInfo], settings: Mapping[str, Any], *, ge
         raise BackendError("invalid_setting", f"no GPU cuda:{geometry_gpu}; found {', '.join(str(i) for i in by_index)}")
     geo_need, tex_need = geometry_peak_gb(settings), texture_peak_gb(settings)
     if kind == "single":
+        if offload == "auto":
+            offload = "none" if geo_need + tex_need + MARGIN_GB <= _free_gb(geo) else "cpu"
         need = (max(geo_need, tex_need) if offload != "none" else geo_need + tex_need) + MARGIN_GB
         if need > _free_gb(geo):
             raise _refuse("the single plan", need, geo, settings,

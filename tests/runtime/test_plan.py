@@ -27,7 +27,9 @@ def test_single_plan_fits_a_24gb_card_at_full_resolution_only_with_offload():
     s = defaults()
     card = [gpu(0, 23.0, 24)]
     assert max(geometry_peak_gb(s), texture_peak_gb(s)) + 1 <= 23.0
-    assert make_plan("single", card, s).offload == "cpu"
+    assert make_plan("single", card, s).offload == "cpu"  # auto: both stages do not fit at once
+    assert make_plan("single", [gpu(0, 79.0)], s).offload == "none"  # auto: an 80 GB card keeps both
+    assert make_plan("single", card, s, offload="release").offload == "release"
     with pytest.raises(BackendError) as info:
         make_plan("single", card, s, offload="none")
     assert info.value.code == "out_of_memory" and "offload" in info.value.message
