@@ -76,7 +76,10 @@ def load_lora(denoiser: GeometryDenoiser, folder: str | Path, merge: bool = Fals
     except (OSError, ValueError) as exc:
         raise BackendError("weights_not_found", f"LoRA weights in {folder}: {exc}") from None
     inject_adapter_in_model(config, denoiser, adapter_name=ADAPTER)
-    result = set_peft_model_state_dict(denoiser, state, adapter_name=ADAPTER)
+    try:
+        result = set_peft_model_state_dict(denoiser, state, adapter_name=ADAPTER)
+    except RuntimeError as exc:  # shapes of another model width
+        raise BackendError("weights_not_found", f"LoRA {folder} does not fit this denoiser: {exc}") from None
     lora_keys = [k for k in result.missing_keys if "lora_" in k]
     if result.unexpected_keys or lora_keys:
         raise BackendError("weights_not_found", f"LoRA {folder} does not fit this denoiser: "

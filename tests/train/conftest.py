@@ -1,0 +1,55 @@
+"""Shared training fixtures: two small objects rendered by blender_render and prepared by
+backend.data.prepare under the same ids, the way a user builds a dataset."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import trimesh
+
+from backend.data.prepare import PrepareOptions, run_batch
+from backend.data.watertight import WatertightOptions
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def single_thread_torch():
+    """Tiny models on a busy 2-core machine: intra-op threads only spin (10-30x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory):
+    """(npz folder, renders folder) for a box and an egg, 64 px renders, coarse samples."""
+    pytest.importorskip("bpy")
+    root = tmp_path_factory.mktemp("train-data")
+    sources = root / "sources"
+    sources.mkdir()
+    trimesh.creation.box((0.9, 0.6, 0.5)).export(sources / "box.glb")
+    egg = trimesh.creation.icosphere(3, 0.5)
+    egg.vertices[:, 1] *= 1.4
+    egg.export(sources / "egg.glb")
+    renders = root / "renders"
+    done = subprocess.run([sys.executable, "-m", "blender_render.batch", str(sources), str(renders), "--workers", "1",
+                           "--resolution", "64", "--samples", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    options = PrepareOptions(watertight=WatertightOptions(resolution=32, views=8, view_resolution=64),
+                             num_surface=2000, num_sharp=2000, num_near=1000, num_volume=1000)
+    ok, failed = run_batch(sources, root / "npz", options)
+    assert (ok, failed) == (2, 0)
+    return root / "npz", renders
+
+
+def loop(steps: int, **extra) -> dict:
+    return {"steps": steps, "batch_size": 2, "log_every": 10, "save_every": 10_000, "num_workers": 0,
+            "resume": False, "gradient_checkpointing": False, **extra}
+
+
+def fall(history: list[dict]) -> float:
+    """First logged loss over the last one (each the mean over `log_every` steps)."""
+    return history[0]["loss"] / history[-1]["loss"]
