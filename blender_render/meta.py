@@ -46,6 +46,6 @@ def encoding_meta(options: RenderOptions) -> dict:
         "color": f"{options.color_depth}-bit RGBA PNG, sRGB ('Standard' view transform), straight alpha",
         "albedo": f"{options.color_depth}-bit RGBA PNG: base colour, sRGB, straight alpha",
         "mr": f"{options.color_depth}-bit RGBA PNG, linear: R = 1, G = roughness, B = metallic (glTF layout)",
-        "exr": "float32 RGB EXR: normal, position (0 on the background), depth in R = G = B (1e10 on the background)",
+        "exr": "float32 EXR: normal, position as RGB (0 on the background), depth as Y (1e10 on the background)",
         "geometry_sampling": "one sample at each pixel centre (0.01 px box filter), no anti-aliasing",
     }

@@ -11,7 +11,6 @@ or not at all. Exit status: 0 ok; the shared/errors.py code's status for bad inp
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -32,7 +31,7 @@ from blender_render.cameras import build_views  # noqa: E402
 from blender_render.checks import ChecksFailed, ViewCheck, check_color, check_geometry, failures  # noqa: E402
 from blender_render.normalization import fit  # noqa: E402
 from blender_render.options import RenderOptions, add_render_arguments, options_from_args, script_argv  # noqa: E402
-from blender_render.render import Renderer  # noqa: E402
+from blender_render.render import Renderer, write_float_exr  # noqa: E402
 
 
 @dataclass
@@ -70,7 +69,7 @@ def _write_geometry(stage: Path, files: dict, passes, depth_range) -> None:
         encoding.write_png(stage / files["mask"], mask.astype(np.uint8) * 255)
     for name in ("normal", "position", "depth"):
         if f"{name}_exr" in files:
-            os.replace(passes.exr[name], stage / files[f"{name}_exr"])
+            write_float_exr(stage / files[f"{name}_exr"], getattr(passes, name))
 
 
 def _write_materials(stage: Path, files: dict, color, bits: int) -> None:
