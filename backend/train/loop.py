@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,7 +143,9 @@ def train(config: TrainConfig, task: TrainTask, accelerator) -> TrainResult:
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=loop.steps, initial=start, disable=not main, unit="step", dynamic_ncols=True)
+    tty = sys.stderr.isatty()  # in a log file, a progress line every 30 s instead of a redraw per step
+    bar = tqdm(total=loop.steps, initial=start, disable=not main, unit="step", dynamic_ncols=tty,
+               mininterval=0.1 if tty else 30.0)
     batches = _forever(loader)
     module.train()
     window: dict[str, list[float]] = {}
