@@ -34,6 +34,9 @@ from blender_render.options import RenderOptions, add_render_arguments, options_
 from blender_render.render import Renderer, write_float_exr  # noqa: E402
 
 
+MIN_BLENDER = (5, 0, 0)  # scene.compositing_node_group and the File Output node's items
+
+
 @dataclass
 class Result:
     out_dir: Path
@@ -102,6 +105,9 @@ def render_object(input_path, out_dir, options: RenderOptions) -> Result:
     """Render `input_path` into `out_dir`, atomically. Raises BackendError for bad input or
     settings and ChecksFailed when the renders fail their checks; nothing is left behind then
     (except OUT.failed/ with --keep-failed)."""
+    if bpy.app.version < MIN_BLENDER:
+        raise BackendError("engine_unavailable", f"blender_render needs Blender {'.'.join(map(str, MIN_BLENDER))} "
+                                                 f"or newer (the compositor API changed), found {bpy.app.version_string}")
     clock = _Clock()
     t = clock.start
     input_path, out_dir = Path(input_path), Path(out_dir)

@@ -142,3 +142,18 @@ def test_blend_file_with_collection_instance_and_animation(tmp_path):
     front = dataset.load_view(out, 0, meta)
     x = front.position[front.mask][:, 0]
     assert x.min() < -0.45 and x.max() > 0.45  # both pieces rendered, spanning the unit cube
+
+
+def test_flat_and_smooth_shading_modes(tmp_path):
+    """--normals flat gives one normal per visible triangle, smooth a different one per pixel."""
+    mesh = tmp_path / "ico.ply"
+    trimesh.creation.icosphere(subdivisions=2).export(str(mesh))  # 320 triangles, no stored normals
+    unique = {}
+    for mode in ("flat", "smooth"):
+        out = tmp_path / mode
+        proc = run(["-m", "blender_render", str(mesh), str(out), "--resolution", "64", "--passes", "normal,mask",
+                    "--normals", mode, "--exr"])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        view = dataset.load_view(out, 0, exr=True)
+        unique[mode] = (len(np.unique(np.round(view.normal[view.mask], 5), axis=0)), view.mask.sum())
+    assert unique["flat"][0] <= 320 // 2 and unique["smooth"][0] == unique["smooth"][1]
