@@ -24,25 +24,35 @@ def single_thread_torch():
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    """(npz folder, renders folder) for a box and an egg, 64 px renders, coarse samples."""
-    pytest.importorskip("bpy")
-    root = tmp_path_factory.mktemp("train-data")
-    sources = root / "sources"
-    sources.mkdir()
-    trimesh.creation.box((0.9, 0.6, 0.5)).export(sources / "box.glb")
+def sources(tmp_path_factory):
+    """A box and an egg as GLB files."""
+    folder = tmp_path_factory.mktemp("train-sources")
+    trimesh.creation.box((0.9, 0.6, 0.5)).export(folder / "box.glb")
     egg = trimesh.creation.icosphere(3, 0.5)
     egg.vertices[:, 1] *= 1.4
-    egg.export(sources / "egg.glb")
-    renders = root / "renders"
+    egg.export(folder / "egg.glb")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared(sources, tmp_path_factory):
+    """backend.data.prepare output (coarse samples) for the sources."""
+    out = tmp_path_factory.mktemp("train-npz")
+    options = PrepareOptions(watertight=WatertightOptions(resolution=32, views=8, view_resolution=64),
+                             num_surface=2000, num_sharp=2000, num_near=1000, num_volume=1000)
+    assert run_batch(sources, out, options) == (2, 0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dataset(sources, prepared, tmp_path_factory):
+    """(npz folder, renders folder): the samples plus 64 px blender_render renders, same ids."""
+    pytest.importorskip("bpy")
+    renders = tmp_path_factory.mktemp("train-renders")
     done = subprocess.run([sys.executable, "-m", "blender_render.batch", str(sources), str(renders), "--workers", "1",
                            "--resolution", "64", "--samples", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    options = PrepareOptions(watertight=WatertightOptions(resolution=32, views=8, view_resolution=64),
-                             num_surface=2000, num_sharp=2000, num_near=1000, num_volume=1000)
-    ok, failed = run_batch(sources, root / "npz", options)
-    assert (ok, failed) == (2, 0)
-    return root / "npz", renders
+    return prepared, renders
 
 
 def loop(steps: int, **extra) -> dict:

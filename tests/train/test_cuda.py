@@ -16,13 +16,17 @@ from tests.train.conftest import loop
 pytestmark = pytest.mark.cuda
 
 
-def test_bf16_training_on_cuda(dataset, tmp_path):
-    npz, renders = dataset
+def test_bf16_vae_training_on_cuda(prepared, tmp_path):
+    npz = prepared
     vae = run(from_dict({"task": "shape_vae", "output_dir": str(tmp_path / "vae"),
                          "loop": loop(20, gradient_checkpointing=True), "optim": {"lr": 1e-3},
                          "shape_vae": {"data_dir": str(npz), "model": TINY_VAE, "n_samples": 256, "n_supervision": 256}}))
     assert all(np.isfinite(h["loss"]) for h in vae.history) and "peak_memory_gb" in vae.history[-1]
     ShapeVAE.from_pretrained(vae.final_dir, subfolder="vae")
+
+
+def test_bf16_lora_training_on_cuda(dataset, tmp_path):
+    npz, renders = dataset
     write_release_folder(tmp_path / "models", tiny_components(label=True), "Tiny")
     dit = run(from_dict({"task": "geometry_dit", "output_dir": str(tmp_path / "dit"),
                          "loop": loop(20, gradient_checkpointing=True), "optim": {"lr": 1e-3},

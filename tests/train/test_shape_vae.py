@@ -26,8 +26,8 @@ def config(out, data_dir, steps, **section):
                                     "kl_weight": 1e-4, **section}})
 
 
-def test_overfits_and_checkpoint_loads(dataset, tmp_path):
-    npz, _ = dataset
+def test_overfits_and_checkpoint_loads(prepared, tmp_path):
+    npz = prepared
     result = run(config(tmp_path / "run", npz, 200))
     assert fall(result.history) > 10, result.history
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "logs")][-1] == 200
@@ -46,8 +46,8 @@ def test_overfits_and_checkpoint_loads(dataset, tmp_path):
     torch.testing.assert_close(got, expected)
 
 
-def test_resume_continues_and_geometry_folder_export(dataset, tmp_path):
-    npz, _ = dataset
+def test_resume_continues_and_geometry_folder_export(prepared, tmp_path):
+    npz = prepared
     base = write_release_folder(tmp_path / "models", tiny_components(label=False), "Tiny")
     cfg = config(tmp_path / "run", npz, 10, geometry_folder=str(base))
     run(cfg)
@@ -61,8 +61,8 @@ def test_resume_continues_and_geometry_folder_export(dataset, tmp_path):
     torch.testing.assert_close(pipe.vae.state_dict()["pre_kl.weight"], state["trainable"]["vae.pre_kl.weight"])
 
 
-def test_activation_checkpointing_gives_the_same_gradients(dataset):
-    npz, _ = dataset
+def test_activation_checkpointing_gives_the_same_gradients(prepared):
+    npz = prepared
     torch.manual_seed(1)
     plain = ShapeVAEObjective(ShapeVAE(**VAE), 1e-3)
     wrapped = copy.deepcopy(plain)
