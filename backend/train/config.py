@@ -58,6 +58,9 @@ class LoopConfig:
     num_workers: int = 2
     resume: bool = True  # continue from output_dir/train_state when it exists
     cpu: bool = False  # train on the CPU even when a GPU is present
+    # cuDNN's fused attention; off by default: its backward hit illegal memory accesses in the
+    # full-size VAE and DiT on an H100 with torch 2.11 (the flash / memory-efficient kernels run)
+    cudnn_attention: bool = False
 
 
 @dataclass

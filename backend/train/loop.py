@@ -118,6 +118,8 @@ def train(config: TrainConfig, task: TrainTask, accelerator) -> TrainResult:
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(_jsonable(config), indent=2))
+    if not loop.cudnn_attention:
+        torch.backends.cuda.enable_cudnn_sdp(False)
     params = task.trainable()
     if not params:
         raise ValueError("the task has no trainable parameters")
