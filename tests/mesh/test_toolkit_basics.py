@@ -96,4 +96,7 @@ def test_export_is_atomic_and_reports_unwritable_paths(tmp_path):
     assert info.value.code == "output_unwritable"
     out = write_glb(tmp_path / "a.glb", m, np.zeros((8, 8, 3), np.uint8), meta)
     assert out.stat().st_size > 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file, not mkstemp's 0600
     assert sorted(os.listdir(tmp_path)) == ["a.glb", "file"]  # no temporary left behind
