@@ -22,6 +22,7 @@ def _has_cuda() -> bool:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one")
+    config.addinivalue_line("filterwarnings", "ignore:The TBB threading layer requires TBB version")
 
 
 def pytest_collection_modifyitems(config, items):
