@@ -81,12 +81,16 @@ def download(components: list[str] | None = None) -> WeightsStatus:
 
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         raise BackendError("weights_not_found", "HF_HUB_OFFLINE is set; downloads are disabled")
+    from backend.texture.weights import BASE_FILES, VAE_FILES
+
+    # only what the stages read: the whole SDXL base repo holds tens of GB of unused variants
+    patterns = {"sdxl-base": BASE_FILES, "sdxl-vae": VAE_FILES}
     for name in components or list(COMPONENTS):
         if name not in COMPONENTS:
             raise BackendError("invalid_request", f"unknown component {name!r}; expected {', '.join(COMPONENTS)}")
         repo, sub, _ = COMPONENTS[name]
         try:
-            snapshot_download(repo, allow_patterns=[f"{sub}/*"] if sub else None)
+            snapshot_download(repo, allow_patterns=patterns.get(name, [f"{sub}/*"]))
         except Exception as exc:  # network, auth or disk: all end the same way for the user
             raise BackendError("weights_not_found", f"could not download {name} from {repo}: {exc}") from None
     return find_weights()
