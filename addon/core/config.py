@@ -69,7 +69,10 @@ class BackendConfig:
         return cmd
 
     def serve_command(self) -> list[str]:
-        return self.command("serve", "--engine", self.engine)
+        """The plan is named explicitly; with the environment's CUDA_VISIBLE_DEVICES the backend
+        sees the geometry GPU as cuda:0 and the texture GPU as cuda:1, its defaults."""
+        plan = () if self.plan == "cpu" else ("--plan", self.plan)
+        return self.command("serve", "--engine", self.engine, *plan)
 
     def info_command(self) -> list[str]:
         return self.command("info")

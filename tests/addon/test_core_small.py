@@ -42,7 +42,7 @@ def test_config_command_and_environment(tmp_path):
     cfg = BackendConfig(python="/env/bin/python", backend_dir="/repo", weights=str(tmp_path / "w"), plan="multi",
                         geometry_gpu=2, texture_gpu=0, online=False)
     assert cfg.serve_command() == ["/env/bin/python", "-m", "backend", "serve", "--engine", "step1x3d",
-                                   "--weights", str(tmp_path / "w")]
+                                   "--plan", "multi", "--weights", str(tmp_path / "w")]
     env = cfg.environment({"PYTHONHOME": "/blender/python", "PYTHONPATH": "/x"})
     assert "PYTHONHOME" not in env and env["PYTHONPATH"] == os.pathsep.join(["/repo", "/x"])
     assert env["HF_HUB_OFFLINE"] == "1" and env["CUDA_VISIBLE_DEVICES"] == "2,0"
