@@ -184,9 +184,13 @@ class STEP1X3D_OT_check_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _record(context, index: int):
+def _record(operator, context):
+    """The history entry the operator points at, or None after reporting that it is gone."""
     records = history.loads(context.scene.step1x3d.history)
-    return records[index] if 0 <= index < len(records) else None
+    if 0 <= operator.index < len(records):
+        return records[operator.index]
+    operator.report({"ERROR"}, "No such history entry")
+    return None
 
 
 class STEP1X3D_OT_history_import(bpy.types.Operator):
@@ -199,9 +203,8 @@ class STEP1X3D_OT_history_import(bpy.types.Operator):
     index: IntProperty(options={"SKIP_SAVE"})
 
     def execute(self, context):
-        record = _record(context, self.index)
+        record = _record(self, context)
         if record is None:
-            self.report({"ERROR"}, "No such history entry")
             return {"CANCELLED"}
         try:
             importer.bring_in(record.glb, record.label, provenance={
@@ -223,9 +226,8 @@ class STEP1X3D_OT_history_apply(bpy.types.Operator):
     index: IntProperty(options={"SKIP_SAVE"})
 
     def execute(self, context):
-        record = _record(context, self.index)
+        record = _record(self, context)
         if record is None:
-            self.report({"ERROR"}, "No such history entry")
             return {"CANCELLED"}
         props = context.scene.step1x3d
         skipped = []
