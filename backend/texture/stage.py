@@ -51,8 +51,10 @@ class TexturedMesh:
 
 
 def normalise(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, UnitFit]:
-    """Cleaned mesh centred on its bounding box with largest extent 1, where the cameras frame it."""
-    v, f = clean(np.asarray(vertices, np.float64), np.asarray(faces, np.int64))
+    """Cleaned mesh centred on its bounding box with largest extent 1, where the cameras frame it.
+    Texturing never drops parts: small pieces of a given mesh are meant to be there, and the
+    geometry stage has already removed its floaters."""
+    v, f = clean(np.asarray(vertices, np.float64), np.asarray(faces, np.int64), min_part_fraction=0.0)
     if len(f) == 0:
         raise BackendError("input_unreadable", "the mesh has no usable faces after cleaning")
     fit = fit_unit_box(v)

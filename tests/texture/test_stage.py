@@ -141,3 +141,14 @@ def test_a_mesh_without_usable_faces_is_rejected():
     with pytest.raises(BackendError) as err:
         normalise(np.zeros((3, 3)), np.array([[0, 1, 2]]))
     assert err.value.code == "input_unreadable"
+
+
+def test_normalise_keeps_small_parts_of_a_given_mesh():
+    import trimesh
+
+    from backend.texture.stage import normalise
+
+    big, small = trimesh.creation.icosphere(3), trimesh.creation.icosphere(1, radius=0.02)
+    both = trimesh.util.concatenate([big, small.apply_translation([3.0, 0, 0])])
+    v, f, _ = normalise(both.vertices, both.faces)
+    assert len(f) == len(big.faces) + len(small.faces)  # a ring or a button is not a floater
