@@ -144,10 +144,6 @@ def test_a_mesh_without_usable_faces_is_rejected():
 
 
 def test_normalise_keeps_small_parts_of_a_given_mesh():
-    import trimesh
-
-    from backend.texture.stage import normalise
-
     big, small = trimesh.creation.icosphere(3), trimesh.creation.icosphere(1, radius=0.02)
     both = trimesh.util.concatenate([big, small.apply_translation([3.0, 0, 0])])
     v, f, _ = normalise(both.vertices, both.faces)
