@@ -15,7 +15,8 @@ from shared import settings as settings_schema
 from shared.errors import CODES, BackendError
 from shared.protocol import ENGINES
 
-from .context import JobContext
+from .context import JobContext, JobResult, JobSpec
+from .jobs import make_scratch, remove_scratch
 from .progress import ProgressBar
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -106,8 +107,43 @@ def _output_for(args: argparse.Namespace, image: Path | None, many: bool) -> str
     return args.output
 
 
+class _BatchReport:
+    """Job hooks for `generate`: a progress bar per job on stderr, a JSON line per job on stdout."""
+
+    def __init__(self, as_json: bool, redraw: bool):
+        self.as_json, self.redraw = as_json, redraw
+        self.failures, self.last_status = 0, 0
+        self._bars: dict[int, ProgressBar] = {}
+
+    def fail(self, name: str, err: BackendError) -> None:
+        self.failures += 1
+        self.last_status = err.exit_status
+        print(f"error [{err.code}] {err.message}", file=sys.stderr)
+        if self.as_json:
+            print(json.dumps({"input": name, "ok": False, "code": err.code, "message": err.message}), flush=True)
+
+    def begin(self, job: tuple[str, JobSpec]) -> JobContext:
+        name, spec = job
+        bar = self._bars[id(job)] = ProgressBar(sys.stderr, label=Path(name).name, redraw=self.redraw)
+        return JobContext(spec=spec, work_dir=make_scratch(), on_progress=bar.update)
+
+    def end(self, job: tuple[str, JobSpec], ctx: JobContext, outcome: JobResult | BackendError) -> None:
+        remove_scratch(ctx.work_dir)
+        self._bars.pop(id(job)).close()
+        name = job[0]
+        if isinstance(outcome, BackendError):
+            self.fail(name, outcome)
+            return
+        seconds = outcome.metadata.get("seconds", 0.0)
+        print(f"wrote {outcome.path} ({outcome.metadata.get('engine')}, {seconds:.1f} s)", file=sys.stderr)
+        if self.as_json:
+            print(json.dumps({"input": name, "ok": True, "path": str(outcome.path), "metadata": outcome.metadata}),
+                  flush=True)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .jobs import ScratchDir, make_spec
+    from .job_queue import JobQueue
+    from .jobs import make_spec
 
     overrides = {s.name: getattr(args, s.name) for s in settings_schema.SETTINGS if getattr(args, s.name) is not None}
     images: list[Path | None] = list(_expand_inputs(args.inputs))
@@ -118,33 +154,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
         images = [None]
     many = len(images) > 1
     runner = _runner(args)
-    failures = 0
-    last_status = 0
+    pipelined = runner.pipelined() and many
+    report = _BatchReport(args.json, redraw=not pipelined)  # two jobs at once: log lines, not one redrawn bar
+    queue = JobQueue(runner, report, pipelined=pipelined)
     for image in images:
         name = str(image or args.mesh)
         try:
-            spec = make_spec(image=str(image) if image else None, mesh=args.mesh, output=_output_for(args, image, many),
-                             engine=args.engine, settings=overrides)
-            bar = ProgressBar(sys.stderr, label=Path(name).name)
-            with ScratchDir() as work:
-                ctx = JobContext(spec=spec, work_dir=work, on_progress=bar.update)
-                result = runner.run(ctx)
-            bar.close()
+            queue.put((name, make_spec(image=str(image) if image else None, mesh=args.mesh,
+                                       output=_output_for(args, image, many), engine=args.engine, settings=overrides)))
         except BackendError as err:
-            failures += 1
-            last_status = err.exit_status
-            print(f"error [{err.code}] {err.message}", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"input": name, "ok": False, "code": err.code, "message": err.message}), flush=True)
-            continue
-        seconds = result.metadata.get("seconds", 0.0)
-        print(f"wrote {result.path} ({result.metadata.get('engine')}, {seconds:.1f} s)", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"input": name, "ok": True, "path": str(result.path), "metadata": result.metadata}), flush=True)
-    runner.close()
+            report.fail(name, err)
+    queue.close()
+    try:
+        queue.run()
+    finally:
+        runner.close()
     if many:
-        print(f"{len(images) - failures} of {len(images)} succeeded", file=sys.stderr)
-    return 0 if failures == 0 else last_status
+        print(f"{len(images) - report.failures} of {len(images)} succeeded", file=sys.stderr)
+    return 0 if report.failures == 0 else report.last_status
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -6,12 +6,14 @@ caller only ever deals with a result or a coded error and the process stays up.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
 import traceback
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,27 +100,71 @@ class JobRunner:
                 close()
         self._engines.clear()
 
+    def pipelined(self) -> bool:
+        """Whether jobs should run on two lanes: the step1x3d `multi` plan (asked for, or `auto`
+        with two GPUs). Other engines then run whole on the first lane."""
+        from .runtime.devices import cuda_devices
+
+        plan = self.plan_options["plan"]
+        return plan == "multi" or (plan == "auto" and len(cuda_devices()) >= 2)
+
     def run(self, ctx: JobContext) -> JobResult:
-        started = time.perf_counter()
-        try:
+        return self.finish(ctx, self.start(ctx))
+
+    def start(self, ctx: JobContext) -> Pending:
+        """Choose the engine and run its first stage (the whole job for one-stage engines)."""
+        pending = Pending(time.perf_counter())
+        with _coded():
             engine, choice = self.engine_for(ctx.spec)
             ctx.on_progress("preprocess", 0, 1, f"engine {choice.name}: {choice.reason}")
-            result = engine.run(ctx)
-        except BackendError:
-            raise
-        except MemoryError:
-            raise BackendError("out_of_memory", "the host ran out of memory; lower the resolutions or face budget") from None
-        except Exception as exc:
-            if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
-                _release_gpu_memory()
-                raise BackendError(
-                    "out_of_memory",
-                    "the GPU ran out of memory; lower view_resolution or octree_resolution, or use another device plan",
-                ) from None
-            traceback.print_exc()
-            raise BackendError("internal_error", f"{type(exc).__name__}: {exc}") from None
-        result.metadata.setdefault("seconds", round(time.perf_counter() - started, 3))
+            first_stage = getattr(engine, "first_stage", None)
+            if first_stage is None:
+                pending.result = engine.run(ctx)
+            else:
+                pending.engine, pending.state = engine, first_stage(ctx)
+        return pending
+
+    def finish(self, ctx: JobContext, pending: Pending, device: str | None = None) -> JobResult:
+        """Run the second stage of a started job, on `device` when given (the engine's default else)."""
+        with _coded():
+            result = pending.result or pending.engine.second_stage(ctx, pending.state, device)
+        result.metadata.setdefault("seconds", round(time.perf_counter() - pending.started, 3))
         return result
+
+
+@dataclass
+class Pending:
+    """A job between its two stages."""
+
+    started: float
+    engine: Any = None
+    state: Any = None  # the first stage's hand-over (step1x3d: the untextured Shape)
+    result: JobResult | None = None  # set when the engine ran the whole job at once
+
+    def devices_for_second_stage(self) -> tuple[str, ...]:
+        """Devices that may run the second stage, preferred first; empty: any lane, no device."""
+        plan = getattr(self.state, "plan", None)
+        return plan.texture_devices if plan is not None and plan.kind == "multi" else ()
+
+
+@contextlib.contextmanager
+def _coded():
+    """Every failure as a BackendError with a stable code; GPU memory released after an OOM."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except MemoryError:
+        raise BackendError("out_of_memory", "the host ran out of memory; lower the resolutions or face budget") from None
+    except Exception as exc:
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+            _release_gpu_memory()
+            raise BackendError(
+                "out_of_memory",
+                "the GPU ran out of memory; lower view_resolution or octree_resolution, or use another device plan",
+            ) from None
+        traceback.print_exc()
+        raise BackendError("internal_error", f"{type(exc).__name__}: {exc}") from None
 
 
 def _release_gpu_memory() -> None:
@@ -134,13 +180,12 @@ def _release_gpu_memory() -> None:
         pass
 
 
-class ScratchDir:
-    """A per-job scratch folder, removed afterwards unless STEP1X3D_KEEP_WORK is set."""
+def make_scratch() -> Path:
+    """A per-job scratch folder (see `remove_scratch`)."""
+    return Path(tempfile.mkdtemp(prefix="step1x3d-job-"))
 
-    def __enter__(self) -> Path:
-        self.path = Path(tempfile.mkdtemp(prefix="step1x3d-job-"))
-        return self.path
 
-    def __exit__(self, *exc) -> None:
-        if not os.environ.get("STEP1X3D_KEEP_WORK"):
-            shutil.rmtree(self.path, ignore_errors=True)
+def remove_scratch(path: Path) -> None:
+    """Remove a job's scratch folder, unless STEP1X3D_KEEP_WORK is set (debugging)."""
+    if not os.environ.get("STEP1X3D_KEEP_WORK"):
+        shutil.rmtree(path, ignore_errors=True)

@@ -9,11 +9,12 @@ from typing import TextIO
 class ProgressBar:
     """Redraws one line in a terminal; elsewhere (logs, CI) prints a line per stage change."""
 
-    def __init__(self, stream: TextIO = sys.stderr, label: str = "", width: int = 28):
+    def __init__(self, stream: TextIO = sys.stderr, label: str = "", width: int = 28, redraw: bool = True):
+        """`redraw=False` forces log lines (several jobs report at once)."""
         self.stream = stream
         self.label = label
         self.width = width
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.tty = redraw and hasattr(stream, "isatty") and stream.isatty()
         self.stage = ""
         self.started = time.perf_counter()
         self._last_draw = 0.0

@@ -1,16 +1,15 @@
 """`python -m backend serve`: the JSON-lines server the Blender add-on drives.
 
 A reader thread takes requests from stdin and answers the quick ones at once; the main thread
-runs jobs from a FIFO queue, one at a time, keeping engines (and their models) loaded between
-jobs. Jobs run on the main thread because native libraries are not all thread-safe (pymeshlab
-corrupts the heap when driven from a secondary thread). The protocol stream is a private
+runs jobs from a FIFO queue (backend/job_queue.py), keeping engines (and their models) loaded
+between jobs: one at a time, or, under the multi plan, pipelined on two lanes so the geometry of
+one job overlaps the texture of the one before. The protocol stream is a private
 duplicate of the original stdout; file descriptor 1 itself is pointed at stderr, so anything a
 library prints (Python or C level) lands in the log, never in the protocol.
 """
 from __future__ import annotations
 
 import os
-import queue
 import sys
 import threading
 import time
@@ -22,14 +21,16 @@ from shared import protocol
 from shared.errors import BackendError
 
 from . import __version__
-from .context import JobContext, JobSpec
-from .jobs import JobRunner, ScratchDir, make_spec
+from .context import JobContext, JobResult, JobSpec
+from .job_queue import JobQueue
+from .jobs import JobRunner, make_scratch, make_spec, remove_scratch
 
 
 @dataclass
 class QueuedJob:
     spec: JobSpec
     cancel: threading.Event = field(default_factory=threading.Event)
+    started: float = 0.0
 
 
 class Server:
@@ -38,10 +39,10 @@ class Server:
         self.default_engine = default_engine
         self.runner = runner or JobRunner()
         self._lock = threading.Lock()  # guards the stream and the job bookkeeping
-        self._queue: "queue.Queue[QueuedJob | None]" = queue.Queue()
         self._pending: list[QueuedJob] = []  # queued, not started, in order
-        self._current: QueuedJob | None = None
+        self._running: list[QueuedJob] = []  # started, in order (two at once under the multi plan)
         self._known: set[str] = set()
+        self.jobs = JobQueue(self.runner, self, pipelined=self.runner.pipelined())
 
     # ---- output ----
     def emit(self, name: str, **fields) -> None:
@@ -92,52 +93,50 @@ class Server:
             return
         job = QueuedJob(spec)
         with self._lock:
-            position = len(self._pending) + (1 if self._current else 0)
+            position = len(self._pending) + len(self._running)
             self._pending.append(job)
         self.emit("accepted", job=job_id, engine=spec.engine, queue_position=position)
-        self._queue.put(job)
+        try:
+            self.jobs.put(job)
+        except BackendError:  # the queue closed meanwhile: the backend is shutting down
+            with self._lock:
+                self._pending.remove(job)
+            self.emit("error", job=job_id, code="cancelled", message="the backend is shutting down")
 
     def _op_cancel(self, msg: protocol.Message) -> None:
         job_id = msg.get("job")
         with self._lock:
-            current = self._current if self._current and self._current.spec.job_id == job_id else None
-            queued = next((j for j in self._pending if j.spec.job_id == job_id), None)
+            job = next((j for j in self._pending + self._running if j.spec.job_id == job_id), None)
+            queued = job in self._pending
             if queued:
-                self._pending.remove(queued)
-                queued.cancel.set()
-        if current:
-            current.cancel.set()  # the running job stops at its next step boundary and reports itself
-        elif queued:
-            self.emit("error", job=job_id, code="cancelled", message=f"job {job_id} was cancelled before it started")
-        else:
+                self._pending.remove(job)
+            if job is not None:
+                job.cancel.set()  # a running job stops at its next step boundary and reports itself
+        if job is None:
             self.emit("error", job=job_id, code="invalid_request", message=f"no queued or running job {job_id!r}")
+            return
+        self.jobs.withdraw(job)  # between its stages: reported from there
+        if queued:
+            self.emit("error", job=job_id, code="cancelled", message=f"job {job_id} was cancelled before it started")
 
     def _op_status(self, msg: protocol.Message) -> None:
         with self._lock:
-            current = self._current.spec.job_id if self._current else None
+            current = self._running[0].spec.job_id if self._running else None
             pending = [j.spec.job_id for j in self._pending]
         self.emit("status", state="busy" if current else "idle", job=current, queue=pending)
 
     def _op_shutdown(self, msg: protocol.Message) -> bool:
         return False
 
-    # ---- worker ----
-    def _work(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            with self._lock:
-                if job.cancel.is_set():
-                    continue  # cancelled while queued; already reported
-                self._pending.remove(job)
-                self._current = job
-            self._run(job)
-            with self._lock:
-                self._current = None
-
-    def _run(self, job: QueuedJob) -> None:
+    # ---- job hooks (called by the job queue's lanes) ----
+    def begin(self, job: QueuedJob) -> JobContext | None:
         spec = job.spec
+        with self._lock:
+            if job.cancel.is_set():
+                return None  # cancelled while queued; already reported
+            self._pending.remove(job)
+            self._running.append(job)
+        job.started = time.perf_counter()
 
         def progress(stage: str, step: int, total: int, message: str = "") -> None:
             self.emit("progress", job=spec.job_id, stage=stage, step=step, total=total, message=message or None)
@@ -145,21 +144,20 @@ class Server:
         def artifact(kind: str, paths: list[str]) -> None:
             self.emit("artifact", job=spec.job_id, kind=kind, paths=paths)
 
-        started = time.perf_counter()
-        try:
-            with ScratchDir() as work:
-                ctx = JobContext(spec=spec, work_dir=work, on_progress=progress, on_artifact=artifact,
-                                 cancel_event=job.cancel)
-                ctx.check_cancel()
-                result = self.runner.run(ctx)
-        except BackendError as err:
-            self.emit("error", job=spec.job_id, code=err.code, message=err.message)
-            return
-        except BaseException as exc:  # the worker must survive anything a job throws
-            self.emit("error", job=spec.job_id, code="internal_error", message=f"{type(exc).__name__}: {exc}")
-            return
-        self.emit("done", job=spec.job_id, path=str(result.path), metadata=result.metadata,
-                  seconds=round(time.perf_counter() - started, 3))
+        ctx = JobContext(spec=spec, work_dir=make_scratch(), on_progress=progress, on_artifact=artifact,
+                         cancel_event=job.cancel)
+        return ctx
+
+    def end(self, job: QueuedJob, ctx: JobContext, outcome: JobResult | BackendError) -> None:
+        remove_scratch(ctx.work_dir)
+        with self._lock:
+            if job in self._running:
+                self._running.remove(job)
+        if isinstance(outcome, BackendError):
+            self.emit("error", job=job.spec.job_id, code=outcome.code, message=outcome.message)
+        else:
+            self.emit("done", job=job.spec.job_id, path=str(outcome.path), metadata=outcome.metadata,
+                      seconds=round(time.perf_counter() - job.started, 3))
 
     # ---- lifecycle ----
     def _read(self, stdin: TextIO) -> None:
@@ -172,18 +170,16 @@ class Server:
         """Cancel everything and let the job loop end after the running job's next step."""
         with self._lock:
             dropped, self._pending = self._pending, []
-            for job in dropped:
+            for job in dropped + self._running:
                 job.cancel.set()
-            if self._current:
-                self._current.cancel.set()
         for job in dropped:
             self.emit("error", job=job.spec.job_id, code="cancelled", message="the backend is shutting down")
-        self._queue.put(None)
+        self.jobs.close()
 
     def serve_forever(self, stdin: TextIO) -> None:
         self._ready()
         threading.Thread(target=self._read, args=(stdin,), name="request-reader", daemon=True).start()
-        self._work()
+        self.jobs.run()
         self.runner.close()
         self.emit("bye")
 

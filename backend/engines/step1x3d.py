@@ -6,7 +6,10 @@ loaded between jobs in a ModelCache placed by the plan.
 """
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,11 +18,15 @@ from backend.context import JobContext, JobResult
 from backend.mesh.export import ExportMetadata, write_glb
 from backend.mesh.frame import fit_unit_box
 from backend.mesh.uv import unwrap
+from backend.mesh.workers import call_native
 from backend.runtime.devices import cuda_devices
 from backend.runtime.models import ModelCache
 from backend.runtime.plan import DevicePlan, make_plan
 from backend.runtime.weights import WeightsStatus, find_weights
 from shared.errors import BackendError
+
+if TYPE_CHECKING:
+    from backend.geometry.image_prep import PreparedImage
 
 GEOMETRY_COMPONENT = {"base": "geometry-base", "label": "geometry-label"}
 TEXTURE_COMPONENTS = ("texture-adapter", "sdxl-base", "sdxl-vae")
@@ -68,10 +75,14 @@ class Step1X3DEngine:
         return weights
 
     def _cache(self, plan: DevicePlan, weights: WeightsStatus) -> ModelCache:
-        if self.cache is None or self.cache.plan != plan:
-            if self.cache is not None:
-                self.cache.close()
+        """The one model cache; a job whose plan differs only in offloading or spare devices
+        (settings change the memory need) updates it instead of reloading every model."""
+        if self.cache is not None and self.cache.devices != (plan.geometry_device, plan.texture_device):
+            self.cache.close()
+            self.cache = None
+        if self.cache is None:
             self.cache = ModelCache(plan, weights)
+        self.cache.plan = plan
         return self.cache
 
     def _geometry(self, cache: ModelCache, variant: str):
@@ -84,7 +95,7 @@ class Step1X3DEngine:
                        lambda pipe, device: pipe.to(device))
         return cache.get(f"geometry-{variant}")
 
-    def _texture(self, cache: ModelCache):
+    def _texture(self, cache: ModelCache, device: str | None = None):
         from backend.texture.mv_pipeline import MultiViewPipeline
         from backend.texture.stage import TextureStage
 
@@ -96,14 +107,18 @@ class Step1X3DEngine:
             return TextureStage(pipe)
 
         cache.register("texture", "texture", load, lambda stage, device: stage.pipeline.to(device))
-        return cache.get("texture")
+        return cache.get("texture", device)
 
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
 
-    # ---- a job ----
+    # ---- a job: two stages, so the multi plan can run them on two lanes ----
     def run(self, ctx: JobContext) -> JobResult:
+        return self.second_stage(ctx, self.first_stage(ctx))
+
+    def first_stage(self, ctx: JobContext) -> Shape:
+        """The geometry stage (or reading a given mesh): everything that runs on the geometry GPU."""
         from backend.geometry.image_prep import prepare_image
         from backend.geometry.pipeline import GeometryOptions
 
@@ -114,38 +129,60 @@ class Step1X3DEngine:
         plan = self.plan_for(s)
         cache = self._cache(plan, weights)
         ctx.step("preprocess", 0, 1, plan.describe())
-        timings: dict[str, float] = {}
-        if spec.mesh is None:
+        if spec.mesh is not None:
+            prepared = prepare_image(spec.image, s["remove_background"], s["foreground_ratio"])
+            return Shape(*load_mesh(spec.mesh), prepared, plan, {})
+        with _on(plan.geometry_device):
             pipe = self._geometry(cache, s["model"])
             options = GeometryOptions.from_settings(s)
             if s["texture"]:
                 options.face_budget = None  # the texture stage decimates in a worker, overlapping the denoising
             geometry = pipe(spec.image, options, ctx)
-            vertices, faces, prepared = geometry.vertices, geometry.faces, geometry.image
-            timings.update(geometry.timings)
-            preview = spec.output.with_name(f"{spec.output.stem}.geometry.glb")
-            geometry.save(preview)
-            ctx.artifact("mesh", [preview])
-        else:
-            prepared = prepare_image(spec.image, s["remove_background"], s["foreground_ratio"])
-            vertices, faces = load_mesh(spec.mesh)
-        meta = {"engine": self.name, "plan": plan.kind, "model": s["model"] if spec.mesh is None else "given mesh",
-                "timings": {k: round(v, 3) for k, v in timings.items()}}
+        preview = spec.output.with_name(f"{spec.output.stem}.geometry.glb")
+        geometry.save(preview)
+        ctx.artifact("mesh", [preview])
+        return Shape(geometry.vertices, geometry.faces, geometry.image, plan, dict(geometry.timings))
+
+    def second_stage(self, ctx: JobContext, shape: Shape, device: str | None = None) -> JobResult:
+        """Texture and export on `device` (default: the plan's texture GPU)."""
+        spec, s = ctx.spec, ctx.spec.settings
+        meta = {"engine": self.name, "plan": shape.plan.kind, "model": s["model"] if spec.mesh is None else "given mesh",
+                "timings": {k: round(v, 3) for k, v in shape.timings.items()}}
         if not s["texture"]:
             ctx.step("export", 0, 1, "writing the untextured GLB")
-            fit = fit_unit_box(vertices)
-            mesh = unwrap(fit.apply(vertices), faces, s["texture_resolution"])
+            fit = fit_unit_box(shape.vertices)
+            mesh = call_native(unwrap, fit.apply(shape.vertices), shape.faces, s["texture_resolution"], ctx=ctx,
+                               what="UV unwrapping")
             write_glb(spec.output, mesh, None, ExportMetadata(self.name, f"Step1X-3D geometry ({s['model']})", s,
                                                               seed=s["seed"], source_image=spec.image.name),
                       name=spec.image.stem)
             return JobResult(spec.output, {**meta, "faces": int(len(mesh.faces)), "textured": False})
         from backend.texture.stage import write_textured_glb
 
-        stage = self._texture(cache)
-        rgb = np.asarray(prepared.rgb.convert("RGB"))
-        alpha = np.asarray(prepared.alpha, np.float32) / 255.0
-        textured = stage.run(ctx, vertices, faces, rgb, alpha)  # emits the `views` artifact itself
+        device = device or shape.plan.texture_device
+        meta["texture_device"] = device
+        with _on(device):
+            stage = self._texture(self.cache, device)
+            rgb = np.asarray(shape.image.rgb.convert("RGB"))
+            alpha = np.asarray(shape.image.alpha, np.float32) / 255.0
+            textured = stage.run(ctx, shape.vertices, shape.faces, rgb, alpha)  # emits the `views` artifact itself
         ctx.step("export", 0, 1, "writing the GLB")
-        write_textured_glb(spec.output, textured, s, source_image=spec.image.name, name=spec.image.stem)
+        write_textured_glb(spec.output, textured, s, source_image=spec.image.name, name=spec.image.stem, ctx=ctx)
         return JobResult(spec.output, {**meta, "faces": int(len(textured.mesh.faces)), "textured": True,
                                        "texture_resolution": int(textured.texture.shape[0])})
+
+
+@dataclass
+class Shape:
+    """What the geometry stage hands to the texture stage (possibly on another lane and GPU)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    image: "PreparedImage"
+    plan: DevicePlan
+    timings: dict[str, float]
+
+
+def _on(device: str):
+    """Make `device` the thread's current CUDA device (libraries that take no device use it)."""
+    return torch.cuda.device(device) if device.startswith("cuda") else contextlib.nullcontext()

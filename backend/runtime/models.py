@@ -1,12 +1,14 @@
 """Loaded models kept between jobs, placed and offloaded according to the device plan.
 
-The server loads each pipeline once. Under the `single` plan, asking for one stage's models
-first moves the other stage's out of GPU memory (to host memory, or frees them with
-offload=release), so a 24 GB card holds only the stage that runs.
+The server loads each pipeline once per device. Under the `single` plan, asking for one stage's
+models first moves the other stage's out of GPU memory (to host memory, or frees them with
+offload=release), so a 24 GB card holds only the stage that runs. Under `multi` the two lanes ask
+from two threads, each for its own device's copies; a lock serialises the bookkeeping and loads.
 """
 from __future__ import annotations
 
 import gc
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -24,7 +26,10 @@ def _release_cuda() -> None:
 
 @dataclass
 class _Slot:
-    stage: str  # "geometry" or "texture": the device it belongs on
+    """One copy of a model: where its stage runs it (`home`) and where it is now."""
+
+    stage: str  # "geometry" or "texture"
+    home: torch.device
     load: Callable[[torch.device], Any]
     move: Callable[[Any, torch.device], None]
     model: Any = None
@@ -35,31 +40,41 @@ class _Slot:
 class ModelCache:
     plan: DevicePlan
     weights: WeightsStatus
-    _slots: dict[str, _Slot] = field(default_factory=dict)
+    _slots: dict[tuple[str, str], _Slot] = field(default_factory=dict)
+    _loaders: dict[str, tuple[str, Callable, Callable]] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
     loads: int = 0  # how many times weights were read from disk (tests, logs)
+
+    @property
+    def devices(self) -> tuple[str, str]:
+        return self.plan.geometry_device, self.plan.texture_device
 
     def device_for(self, stage: str) -> torch.device:
         return torch.device(self.plan.geometry_device if stage == "geometry" else self.plan.texture_device)
 
     def register(self, name: str, stage: str, load: Callable[[torch.device], Any],
                  move: Callable[[Any, torch.device], None]) -> None:
-        self._slots.setdefault(name, _Slot(stage, load, move))
+        with self._lock:
+            self._loaders.setdefault(name, (stage, load, move))
 
-    def get(self, name: str) -> Any:
-        """The named model on its stage's device, offloading the other stage's under `single`."""
-        slot = self._slots[name]
-        device = self.device_for(slot.stage)
-        if self.plan.kind == "single" and self.plan.offload != "none":
-            for other_name, other in self._slots.items():
-                if other_name != name and other.where == "device" and other.stage != slot.stage:
-                    self._offload(other)
-        if slot.where == "unloaded":
-            slot.model = slot.load(device)
-            self.loads += 1
-        elif slot.where == "host":
-            slot.move(slot.model, device)
-        slot.where = "device"
-        return slot.model
+    def get(self, name: str, device: str | torch.device | None = None) -> Any:
+        """The named model on `device` (default: its stage's), offloading the other stage's under
+        `single`. Each device holds its own copy."""
+        with self._lock:
+            stage, load, move = self._loaders[name]
+            home = torch.device(device) if device is not None else self.device_for(stage)
+            slot = self._slots.setdefault((name, str(home)), _Slot(stage, home, load, move))
+            if self.plan.kind == "single" and self.plan.offload != "none":
+                for other in self._slots.values():
+                    if other.where == "device" and other.stage != slot.stage:
+                        self._offload(other)
+            if slot.where == "unloaded":
+                slot.model = slot.load(home)
+                self.loads += 1
+            elif slot.where == "host":
+                slot.move(slot.model, home)
+            slot.where = "device"
+            return slot.model
 
     def _offload(self, slot: _Slot) -> None:
         if self.plan.offload == "release":
@@ -73,7 +88,9 @@ class ModelCache:
         _release_cuda()
 
     def close(self) -> None:
-        for slot in self._slots.values():
+        with self._lock:
+            slots = list(self._slots.values())
+        for slot in slots:
             close = getattr(slot.model, "close", None)
             if close:
                 close()

@@ -3,7 +3,9 @@
 - `single`: one GPU, stages in turn; when both stages do not fit at once, the idle stage's models
   go to host memory (or are freed) so the peak is the larger stage, not the sum. offload=auto keeps
   both resident when they fit (moving 9 GB of weights per job costs seconds).
-- `multi`: geometry and texture on two GPUs, both resident.
+- `multi`: geometry and texture on two GPUs, both resident; jobs are pipelined (backend/lanes.py),
+  and when the geometry GPU also fits a texture copy it paints whenever it has no geometry to run,
+  since texturing takes about four times as long as geometry and would otherwise bound throughput.
 - `cpu`: everything on the CPU in float32 (tests, tiny configurations).
 A plan that cannot fit is refused up front with what would fit instead, rather than failing with
 out-of-memory halfway through a job.
@@ -46,6 +48,13 @@ class DevicePlan:
     geometry_device: str
     texture_device: str
     offload: str = "none"
+    texture_on_geometry_gpu: bool = False  # multi: a second texture copy on the geometry GPU
+
+    @property
+    def texture_devices(self) -> tuple[str, ...]:
+        """Where texturing may run, preferred first."""
+        spare = (self.geometry_device,) if self.texture_on_geometry_gpu else ()
+        return (self.texture_device, *spare)
 
     @property
     def on_gpu(self) -> bool:
@@ -57,7 +66,8 @@ class DevicePlan:
         if self.kind == "single":
             idle = "both stages resident" if self.offload == "none" else f"idle models offloaded ({self.offload})"
             return f"single: geometry then texture on {self.geometry_device}, {idle}"
-        return f"multi: geometry on {self.geometry_device}, texture on {self.texture_device}, both resident"
+        spare = f" (and on {self.geometry_device} when it has no geometry to run)" if self.texture_on_geometry_gpu else ""
+        return f"multi: geometry on {self.geometry_device}, texture on {self.texture_device}{spare}, all resident"
 
 
 def _free_gb(gpu: GpuInfo) -> float:
@@ -115,4 +125,5 @@ def make_plan(kind: str, gpus: list[GpuInfo], settings: Mapping[str, Any], *, ge
         raise _refuse("geometry", geo_need + MARGIN_GB, geo, settings)
     if tex_need + MARGIN_GB > _free_gb(tex):
         raise _refuse("texture", tex_need + MARGIN_GB, tex, settings)
-    return DevicePlan("multi", f"cuda:{geo.index}", f"cuda:{tex.index}", "none")
+    spare = geo_need + tex_need + MARGIN_GB <= _free_gb(geo)
+    return DevicePlan("multi", f"cuda:{geo.index}", f"cuda:{tex.index}", "none", texture_on_geometry_gpu=spare)

@@ -14,8 +14,8 @@ import numpy as np
 from backend.mesh.uv import UVMesh, smooth_vertex_normals
 
 WELD_PERCENT = 1e-6  # of the bounding-box diagonal: merges only the seam copies of one vertex
-UV_DECIMALS = 6
-UV_WEIGHT = 4.0  # weight of UV distortion in the collapse cost; 4 moved half as many pixels' UVs as 1  # corners closer than this in UV are one vertex (1e-6 is far below a texel of 8192)
+UV_DECIMALS = 6  # corners closer than this in UV are one vertex (1e-6 is far below a texel of 8192)
+UV_WEIGHT = 4.0  # weight of UV distortion in the collapse cost; 4 moved half as many pixels' UVs as 1
 
 
 def from_wedges(vertices: np.ndarray, faces: np.ndarray, wedge_uv: np.ndarray) -> UVMesh:

@@ -29,6 +29,7 @@ from backend.mesh.frame import UnitFit, fit_unit_box
 from backend.mesh.inpaint import inpaint
 from backend.mesh.render import control_maps, render_geometry
 from backend.mesh.uv import UVMesh, unwrap
+from backend.mesh.workers import call_native
 from shared.errors import BackendError
 from shared.views import CANONICAL_VIEWS
 
@@ -93,10 +94,6 @@ class TextureStage:
         self._colour_latents: torch.Tensor | None = None
         self.uv_worker = UVWorker()
 
-    def close(self) -> None:
-        """Stop the UV worker process (when the server shuts down)."""
-        self.uv_worker.close()
-
     @property
     def device(self) -> torch.device:
         return self.pipeline.unet.device
@@ -146,9 +143,10 @@ class TextureStage:
 
 
 def write_textured_glb(path: Path, textured: TexturedMesh, settings: dict, *, source_image: str | None,
-                       name: str = "asset") -> Path:
+                       name: str = "asset", ctx: JobContext | None = None) -> Path:
     """The textured mesh (+ `lod_levels` coarser levels sharing its texture) as one GLB."""
-    lods = lod_chain(textured.mesh, int(settings.get("lod_levels", 0)))
+    levels = int(settings.get("lod_levels", 0))
+    lods = call_native(lod_chain, textured.mesh, levels, ctx=ctx, what="level-of-detail") if levels else []
     meta = ExportMetadata(engine="step1x3d", model=MODEL, settings=dict(settings), seed=settings.get("seed"),
                           source_image=source_image)
     return write_glb(path, textured.mesh, textured.texture, meta, lods=lods, name=name)

@@ -1,4 +1,5 @@
 """The step1x3d engine end to end on the CPU plan with tiny weights in the official layouts."""
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ from PIL import Image
 
 from backend.context import JobContext
 from backend.engines.step1x3d import Step1X3DEngine
+from backend.job_queue import JobQueue
 from backend.jobs import JobRunner, make_spec
 from backend.runtime.plan import DevicePlan
 from shared.errors import BackendError
@@ -107,6 +109,59 @@ def test_offload_and_reload_give_identical_outputs(weights, image, tmp_path):
         np.testing.assert_array_equal(tex, ref_tex, err_msg=str(key))
 
 
+class PipelinedCpuEngine(Step1X3DEngine):
+    """The multi plan's two-lane flow with both "GPUs" being the CPU."""
+
+    def plan_for(self, settings):
+        return DevicePlan("multi", "cpu", "cpu", "none")
+
+
+class CollectingHooks:
+    def __init__(self, tmp_path):
+        self.tmp_path, self.outcomes, self.threads = tmp_path, {}, {}
+
+    def begin(self, spec):
+        def progress(stage, step, total, message):
+            self.threads.setdefault((spec.job_id, stage), threading.current_thread().name)
+
+        return JobContext(spec, self.tmp_path, on_progress=progress)
+
+    def end(self, spec, ctx, outcome):
+        self.outcomes[spec.job_id] = outcome
+
+
+def test_pipelined_lanes_give_the_same_assets_as_one_lane(weights, image, tmp_path):
+    """Geometry of one job and texture of another run at once on two threads (pymeshlab and
+    xatlas in worker processes); every asset equals the one-lane run's: meshes bit for bit,
+    textures up to one 8-bit step on a few texels (the lane thread has its own CPU thread pool,
+    so float sums are ordered differently)."""
+    assets = {}
+    for lanes in ("one", "two"):
+        runner = JobRunner(weights=str(weights), plan="cpu")
+        runner._engines["step1x3d"] = PipelinedCpuEngine(str(weights), plan="cpu")
+        hooks = CollectingHooks(tmp_path)
+        queue = JobQueue(runner, hooks, pipelined=lanes == "two")
+        for i in range(3):
+            queue.put(make_spec(image=str(image), output=str(tmp_path / f"{lanes}{i}.glb"), engine="step1x3d",
+                                settings={**FAST, "seed": i, "lod_levels": 1}, job_id=f"{lanes}{i}"))
+        queue.close()
+        queue.run()
+        runner.close()
+        for i in range(3):
+            outcome = hooks.outcomes[f"{lanes}{i}"]
+            assert not isinstance(outcome, BackendError), outcome
+            assets[lanes, i] = load_textured(outcome.path)
+        if lanes == "two":
+            assert {hooks.threads[f"two{i}", "texture"] for i in range(3)} == {"texture-lane"}
+            assert {hooks.threads[f"two{i}", "geometry"] for i in range(3)} == {threading.current_thread().name}
+    for i in range(3):
+        (m1, t1), (m2, t2) = assets["one", i], assets["two", i]
+        np.testing.assert_array_equal(m1.vertices, m2.vertices)
+        np.testing.assert_array_equal(m1.faces, m2.faces)
+        diff = np.abs(t1.astype(np.float64) - t2)
+        assert diff.max() <= 1.5 / 255 and (diff > 0).mean() < 1e-3
+
+
 def test_texture_a_given_mesh_skips_geometry(weights, image, tmp_path, assets):
     engine = Step1X3DEngine(str(weights), plan="cpu")
     try:
@@ -132,16 +187,16 @@ def test_out_of_memory_is_reported_and_the_runner_stays_usable(weights, image, t
     runner = JobRunner(weights=str(weights), plan="cpu")
     engine, _ = runner.engine_for(make_spec(image=str(image), output=str(tmp_path / "o.glb"), engine="step1x3d",
                                             settings=FAST))
-    real_run = engine.run
+    real_texture = engine.second_stage
     calls = []
 
-    def oom_once(ctx):
+    def oom_once(ctx, shape, device=None):
         calls.append(1)
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_run(ctx)
+        return real_texture(ctx, shape, device)
 
-    monkeypatch.setattr(engine, "run", oom_once)
+    monkeypatch.setattr(engine, "second_stage", oom_once)
     spec = make_spec(image=str(image), output=str(tmp_path / "o.glb"), engine="step1x3d", settings=FAST)
     with pytest.raises(BackendError) as info:
         runner.run(JobContext(spec, tmp_path))

@@ -23,6 +23,17 @@ def test_auto_picks_by_gpu_count():
     assert (swapped.geometry_device, swapped.texture_device) == ("cuda:1", "cuda:0")
 
 
+def test_multi_plan_paints_on_the_geometry_gpu_only_when_both_stages_fit_there():
+    s = defaults()
+    roomy = make_plan("multi", [gpu(0, 70), gpu(1, 70)], s)
+    assert roomy.texture_on_geometry_gpu and roomy.texture_devices == ("cuda:1", "cuda:0")
+    assert "when it has no geometry to run" in roomy.describe()
+    both = geometry_peak_gb(s) + texture_peak_gb(s) + 1
+    tight = make_plan("multi", [gpu(0, both - 0.5), gpu(1, 70)], s)
+    assert not tight.texture_on_geometry_gpu and tight.texture_devices == ("cuda:1",)
+    assert make_plan("single", [gpu(0, 70)], s).texture_devices == ("cuda:0",)
+
+
 def test_single_plan_fits_a_24gb_card_at_full_resolution_only_with_offload():
     s = defaults()
     card = [gpu(0, 23.0, 24)]

@@ -34,9 +34,7 @@ def test_fp16_processor_on_cuda_matches_float64_reference():
 @pytest.fixture(scope="module")
 def cuda_stage(tmp_path_factory):
     w = write_tiny_weights(tmp_path_factory.mktemp("weights"))
-    stage = TextureStage(MultiViewPipeline.load(str(w.base), str(w.vae), str(w.step1x), device="cuda"))
-    yield stage
-    stage.close()
+    return TextureStage(MultiViewPipeline.load(str(w.base), str(w.vae), str(w.step1x), device="cuda"))
 
 
 def test_pipeline_runs_in_fp16_on_cuda_and_is_repeatable(cuda_stage):

@@ -89,8 +89,7 @@ def test_lod_chain_shares_the_texture(assets):
 def stage(tmp_path_factory):
     w = write_tiny_weights(tmp_path_factory.mktemp("weights"))
     stage = TextureStage(MultiViewPipeline.load(str(w.base), str(w.vae), str(w.step1x)))
-    yield stage
-    stage.close()
+    return stage
 
 
 def test_whole_stage_textures_a_real_mesh_on_cpu(stage, assets, tmp_path):
