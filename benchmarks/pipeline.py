@@ -8,6 +8,7 @@ from the progress events, end-to-end time and peak memory per GPU.
 
     python3 -m benchmarks.pipeline                       # single plan on cuda:0, 50 + 50 steps, 768/2048
     python3 -m benchmarks.pipeline --plan multi          # geometry on cuda:0, texture on cuda:1
+    python3 -m benchmarks.pipeline --plan multi --throughput 8   # 8 jobs through the server's job queue
     python3 -m benchmarks.pipeline --tiny                # CPU smoke run with tiny modules
 """
 from __future__ import annotations
@@ -20,12 +21,15 @@ from pathlib import Path
 import torch
 
 from backend.context import JobContext
+from backend.engines import EngineChoice
 from backend.engines.step1x3d import Step1X3DEngine
-from backend.jobs import make_spec
+from backend.job_queue import JobQueue
+from backend.jobs import JobRunner, make_spec
 from backend.runtime.weights import WeightsStatus
 from benchmarks.common import print_table
 from benchmarks.geometry import build as build_geometry
 from benchmarks.geometry import input_image
+from shared.errors import BackendError
 from tests.geometry.tiny import make_blob_field
 
 GIB = 1024**3
@@ -47,10 +51,10 @@ class RandomWeightsEngine(Step1X3DEngine):
             make_blob_field(pipe.vae)
             return pipe
 
-        cache.register("geometry", "geometry", load, lambda pipe, device: pipe.to(device))
+        cache.register("geometry", "geometry", load, lambda pipe: pipe.modules)
         return cache.get("geometry")
 
-    def _texture(self, cache):
+    def _texture(self, cache, device=None):
         from backend.texture.stage import TextureStage
         from benchmarks.texture import random_pipeline
 
@@ -58,8 +62,8 @@ class RandomWeightsEngine(Step1X3DEngine):
             dtype = torch.float16 if device.type == "cuda" else torch.float32
             return TextureStage(random_pipeline(device, dtype))
 
-        cache.register("texture", "texture", load, lambda stage, device: stage.pipeline.to(device))
-        return cache.get("texture")
+        cache.register("texture", "texture", load, lambda stage: stage.modules)
+        return cache.get("texture", device)
 
 
 def run_job(engine, image: Path, out: Path, settings: dict) -> tuple[float, dict[str, float]]:
@@ -80,12 +84,82 @@ def run_job(engine, image: Path, out: Path, settings: dict) -> tuple[float, dict
     return total, stages
 
 
+class BenchRunner(JobRunner):
+    """The server's runner with the random-weights engine (no weights on disk to choose by)."""
+
+    def __init__(self, engine: RandomWeightsEngine, plan: str):
+        super().__init__(plan=plan)
+        self.engine = engine
+
+    def engine_for(self, spec):
+        return self.engine, EngineChoice(self.engine.name, "random weights")
+
+
+class Timeline:
+    """Job hooks recording when each job started, left the geometry lane and ended, and where
+    it was textured."""
+
+    def __init__(self, work: Path):
+        self.work, self.rows, self.t0 = work, {}, time.perf_counter()
+
+    def begin(self, spec):
+        row = self.rows[spec.job_id] = {"start": time.perf_counter() - self.t0}
+
+        def progress(stage, step, total, message):
+            if stage in ("mesh", "texture"):
+                row.setdefault("texture_from", time.perf_counter() - self.t0)
+
+        return JobContext(spec, self.work, on_progress=progress)
+
+    def end(self, spec, ctx, outcome):
+        row = self.rows[spec.job_id]
+        row["end"] = time.perf_counter() - self.t0
+        if isinstance(outcome, BackendError):
+            row["error"] = outcome.code
+        else:
+            row["device"] = outcome.metadata.get("texture_device", "")
+
+
+def throughput(engine: RandomWeightsEngine, image: Path, work: Path, settings: dict, jobs: int, plan: str) -> None:
+    """`jobs` jobs through the job queue exactly as the server runs them (two lanes under multi)."""
+    runner = BenchRunner(engine, plan)
+    pipelined = runner.pipelined()
+    warm = make_spec(image=str(image), output=str(work / "warm.glb"), engine="step1x3d", settings=settings)
+    runner.run(JobContext(warm, work))
+    for device in engine.cache.plan.texture_devices[1:]:  # load and warm the spare texture copy too
+        ctx = JobContext(warm, work)
+        runner.finish(ctx, runner.start(ctx), device)
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(i)
+    timeline = Timeline(work)
+    queue = JobQueue(runner, timeline, pipelined=pipelined)
+    for i in range(jobs):
+        queue.put(make_spec(image=str(image), output=str(work / f"t{i}.glb"), engine="step1x3d", settings=settings,
+                            job_id=f"job{i + 1}"))
+    queue.close()
+    queue.run()
+    wall = max(r["end"] for r in timeline.rows.values())
+    rows = [(job, f"{r['start']:.1f}", f"{r.get('texture_from', 0):.1f}", f"{r['end']:.1f}",
+             f"{r['end'] - r['start']:.1f}", r.get("device", r.get("error", ""))) for job, r in timeline.rows.items()]
+    print_table(f"{jobs} jobs through the job queue, plan {engine.cache.plan.describe()}, "
+                f"{'two lanes' if pipelined else 'one lane'}; seconds from the first job's start", rows,
+                ("job", "started", "texturing from", "done", "latency", "textured on"))
+    print(f"wall {wall:.1f} s, {wall / jobs:.2f} s per job, {60 * jobs / wall:.2f} jobs per minute")
+    if torch.cuda.is_available():
+        peaks = [(f"cuda:{i}", f"{torch.cuda.max_memory_allocated(i) / GIB:.1f}") for i in range(torch.cuda.device_count())]
+        print_table("peak GPU memory (GiB)", peaks, ("device", "peak"))
+    engine.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plan", default="auto", choices=("auto", "single", "multi", "cpu"))
     parser.add_argument("--offload", default="auto", choices=("auto", "cpu", "release", "none"))
     parser.add_argument("--tiny", action="store_true", help="tiny modules on the CPU (smoke run)")
     parser.add_argument("--jobs", type=int, default=2, help="timed jobs after the warm-up")
+    parser.add_argument("--throughput", type=int, default=0, metavar="N",
+                        help="instead: N jobs through the server's job queue (pipelined under multi)")
     args = parser.parse_args()
     settings = {"model": "base"}
     if args.tiny:
@@ -96,6 +170,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     image = work / "input.png"
     input_image().save(image)
+    if args.throughput:
+        throughput(engine, image, work, settings, args.throughput, args.plan)
+        return
     run_job(engine, image, work / "warmup.glb", settings)
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):

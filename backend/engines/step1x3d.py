@@ -92,7 +92,7 @@ class Step1X3DEngine:
         folder = str(cache.weights.found[GEOMETRY_COMPONENT[variant]])
         cache.register(f"geometry-{variant}", "geometry",
                        lambda device: GeometryPipeline.from_pretrained(folder, subfolder="", dtype=dtype, device=device),
-                       lambda pipe, device: pipe.to(device))
+                       lambda pipe: pipe.modules)
         return cache.get(f"geometry-{variant}")
 
     def _texture(self, cache: ModelCache, device: str | None = None):
@@ -106,7 +106,7 @@ class Step1X3DEngine:
                                           adapter=str(found["texture-adapter"]), device=device)
             return TextureStage(pipe)
 
-        cache.register("texture", "texture", load, lambda stage, device: stage.pipeline.to(device))
+        cache.register("texture", "texture", load, lambda stage: stage.modules)
         return cache.get("texture", device)
 
     def close(self) -> None:

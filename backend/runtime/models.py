@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 
+from .offload import PinnedHost
 from .plan import DevicePlan
 from .weights import WeightsStatus
 
@@ -31,9 +32,10 @@ class _Slot:
     stage: str  # "geometry" or "texture"
     home: torch.device
     load: Callable[[torch.device], Any]
-    move: Callable[[Any, torch.device], None]
+    modules: Callable[[Any], list[torch.nn.Module]]
     model: Any = None
     where: str = "unloaded"  # "unloaded", "device" or "host"
+    host: PinnedHost = field(default_factory=PinnedHost)
 
 
 @dataclass
@@ -53,17 +55,19 @@ class ModelCache:
         return torch.device(self.plan.geometry_device if stage == "geometry" else self.plan.texture_device)
 
     def register(self, name: str, stage: str, load: Callable[[torch.device], Any],
-                 move: Callable[[Any, torch.device], None]) -> None:
+                 modules: Callable[[Any], list[torch.nn.Module]]) -> None:
+        """`load(device)` builds the model; `modules(model)` lists the torch modules holding its
+        weights (what offloading moves)."""
         with self._lock:
-            self._loaders.setdefault(name, (stage, load, move))
+            self._loaders.setdefault(name, (stage, load, modules))
 
     def get(self, name: str, device: str | torch.device | None = None) -> Any:
         """The named model on `device` (default: its stage's), offloading the other stage's under
         `single`. Each device holds its own copy."""
         with self._lock:
-            stage, load, move = self._loaders[name]
+            stage, load, modules = self._loaders[name]
             home = torch.device(device) if device is not None else self.device_for(stage)
-            slot = self._slots.setdefault((name, str(home)), _Slot(stage, home, load, move))
+            slot = self._slots.setdefault((name, str(home)), _Slot(stage, home, load, modules))
             if self.plan.kind == "single" and self.plan.offload != "none":
                 for other in self._slots.values():
                     if other.where == "device" and other.stage != slot.stage:
@@ -72,7 +76,7 @@ class ModelCache:
                 slot.model = slot.load(home)
                 self.loads += 1
             elif slot.where == "host":
-                slot.move(slot.model, home)
+                slot.host.restore(slot.modules(slot.model), home)
             slot.where = "device"
             return slot.model
 
@@ -83,7 +87,7 @@ class ModelCache:
                 close()
             slot.model, slot.where = None, "unloaded"
         else:
-            slot.move(slot.model, torch.device("cpu"))
+            slot.host.park(slot.modules(slot.model))
             slot.where = "host"
         _release_cuda()
 
@@ -94,5 +98,5 @@ class ModelCache:
             close = getattr(slot.model, "close", None)
             if close:
                 close()
-            slot.model, slot.where = None, "unloaded"
+            slot.model, slot.where, slot.host = None, "unloaded", PinnedHost()
         _release_cuda()

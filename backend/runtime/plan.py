@@ -1,7 +1,8 @@
 """Device plans: which device runs which stage, and whether the plan fits before any job starts.
 
 - `single`: one GPU, stages in turn; when both stages do not fit at once, the idle stage's models
-  go to host memory (or are freed) so the peak is the larger stage, not the sum. offload=auto keeps
+  go to page-locked host memory (backend/runtime/offload.py) or are freed, so the peak is the
+  larger stage, not the sum. offload=auto keeps
   both resident when they fit (moving 9 GB of weights per job costs seconds).
 - `multi`: geometry and texture on two GPUs, both resident; jobs are pipelined (backend/lanes.py),
   and when the geometry GPU also fits a texture copy it paints whenever it has no geometry to run,

@@ -98,6 +98,11 @@ class TextureStage:
     def device(self) -> torch.device:
         return self.pipeline.unet.device
 
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        """The torch modules holding the weights (what offloading moves)."""
+        return [m for m in self.pipeline.components.values() if isinstance(m, torch.nn.Module)]
+
     def _apply_lora(self, source: str, scale: float) -> None:
         if (source, scale) != self._lora:
             self.pipeline.set_style_lora(source or None, scale)
