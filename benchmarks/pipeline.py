@@ -103,17 +103,24 @@ class Timeline:
         self.work, self.rows, self.t0 = work, {}, time.perf_counter()
 
     def begin(self, spec):
-        row = self.rows[spec.job_id] = {"start": time.perf_counter() - self.t0}
+        row = self.rows[spec.job_id] = {"start": time.perf_counter() - self.t0, "stages": {}}
+        last = ["preprocess", time.perf_counter()]
 
         def progress(stage, step, total, message):
+            now = time.perf_counter()
             if stage in ("mesh", "texture"):
-                row.setdefault("texture_from", time.perf_counter() - self.t0)
+                row.setdefault("texture_from", now - self.t0)
+            row["stages"][last[0]] = row["stages"].get(last[0], 0.0) + now - last[1]
+            last[:] = [stage, now]
 
+        row["last"] = last
         return JobContext(spec, self.work, on_progress=progress)
 
     def end(self, spec, ctx, outcome):
         row = self.rows[spec.job_id]
         row["end"] = time.perf_counter() - self.t0
+        stage, since = row.pop("last")
+        row["stages"][stage] = row["stages"].get(stage, 0.0) + time.perf_counter() - since
         if isinstance(outcome, BackendError):
             row["error"] = outcome.code
         else:
@@ -140,11 +147,14 @@ def throughput(engine: RandomWeightsEngine, image: Path, work: Path, settings: d
     queue.close()
     queue.run()
     wall = max(r["end"] for r in timeline.rows.values())
+    stages = ("geometry", "mesh", "texture", "bake", "export")
     rows = [(job, f"{r['start']:.1f}", f"{r.get('texture_from', 0):.1f}", f"{r['end']:.1f}",
-             f"{r['end'] - r['start']:.1f}", r.get("device", r.get("error", ""))) for job, r in timeline.rows.items()]
+             f"{r['end'] - r['start']:.1f}", r.get("device", r.get("error", "")),
+             *(f"{r['stages'].get(k, 0.0):.2f}" for k in stages)) for job, r in timeline.rows.items()]
     print_table(f"{jobs} jobs through the job queue, plan {engine.cache.plan.describe()}, "
-                f"{'two lanes' if pipelined else 'one lane'}; seconds from the first job's start", rows,
-                ("job", "started", "texturing from", "done", "latency", "textured on"))
+                f"{'two lanes' if pipelined else 'one lane'}; seconds from the first job's start, then "
+                "seconds per stage (texture: conditioning, denoising and decoding)", rows,
+                ("job", "started", "texturing from", "done", "latency", "textured on", *stages))
     print(f"wall {wall:.1f} s, {wall / jobs:.2f} s per job, {60 * jobs / wall:.2f} jobs per minute")
     if torch.cuda.is_available():
         peaks = [(f"cuda:{i}", f"{torch.cuda.max_memory_allocated(i) / GIB:.1f}") for i in range(torch.cuda.device_count())]

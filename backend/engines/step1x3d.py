@@ -18,7 +18,7 @@ from backend.context import JobContext, JobResult
 from backend.mesh.export import ExportMetadata, write_glb
 from backend.mesh.frame import fit_unit_box
 from backend.mesh.uv import unwrap
-from backend.mesh.workers import call_native
+from backend.mesh.workers import call_native, shared_workers
 from backend.runtime.devices import cuda_devices
 from backend.runtime.models import ModelCache
 from backend.runtime.plan import DevicePlan, make_plan
@@ -82,6 +82,7 @@ class Step1X3DEngine:
             self.cache = None
         if self.cache is None:
             self.cache = ModelCache(plan, weights)
+            shared_workers().warm()  # mesh worker processes start while the models load
         self.cache.plan = plan
         return self.cache
 

@@ -33,8 +33,10 @@ def default_processes() -> int:
 
 
 def _warm() -> int:
-    import numpy  # noqa: F401  (the imports every task needs, paid while the parent works)
+    """Pay the imports every task needs (a second or two each) while the parent works."""
     import pymeshlab  # noqa: F401
+
+    import backend.mesh.uv  # noqa: F401  (numpy, scipy, xatlas)
 
     return os.getpid()
 
