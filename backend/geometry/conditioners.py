@@ -74,7 +74,8 @@ def dino_tokens(model: Dinov2WithRegistersModel, pixels: torch.Tensor) -> torch.
     return torch.cat([hidden[:, :1], hidden[:, 1 + model.config.num_register_tokens:]], dim=1)
 
 
-# transformers 5 renamed DINOv2's attention parameters; checkpoints keep the release's names.
+# Recent transformers renamed DINOv2's attention parameters; checkpoints keep the release's names.
+# Which names the installed transformers uses is read off the model, so either works.
 DINO_RENAMES = (
     (".attention.attention.query.", ".attention.q_proj."),
     (".attention.attention.key.", ".attention.k_proj."),
@@ -93,15 +94,21 @@ def _rename(key: str, pairs) -> str:
 class VisualEncoderBase(StrictLoadMixin, ModelMixin, ConfigMixin):
     """Shared by both visual encoders: image list -> condition tokens, zeros for unconditional."""
 
+    def _dino_renames(self) -> tuple[tuple[str, str], ...]:
+        """The release-to-installed renames, empty when transformers still uses the release's names."""
+        renamed = any(new in name for name, _ in self.named_parameters() for _, new in DINO_RENAMES)
+        return DINO_RENAMES if renamed else ()
+
     def _fix_state_dict_keys_on_load(self, state_dict) -> None:
         super()._fix_state_dict_keys_on_load(state_dict)
+        renames = self._dino_renames()
         for key in [k for k in state_dict if k.startswith("dino_model.")]:
-            new = _rename(key, DINO_RENAMES)
+            new = _rename(key, renames)
             if new != key:
                 state_dict[new] = state_dict.pop(key)
 
     def release_state_dict(self) -> dict[str, torch.Tensor]:
-        inverse = tuple((new, old) for old, new in DINO_RENAMES)
+        inverse = tuple((new, old) for old, new in self._dino_renames())
         return {_rename(k, inverse): v for k, v in self.state_dict().items()}
 
     def _check_release_options(self, zero_uncond_embeds: bool) -> None:
