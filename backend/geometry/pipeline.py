@@ -96,12 +96,14 @@ class GeometryResult:
         return path
 
 
-def finish_mesh(vertices: np.ndarray, faces: np.ndarray, face_budget: int | None, min_part_fraction: float):
-    """Weld, drop degenerate faces and floaters, then decimate to the budget (backend/mesh)."""
+def finish_mesh(vertices: np.ndarray, faces: np.ndarray, face_budget: int | None, min_part_fraction: float,
+                ctx: JobContext | None = None):
+    """Weld, drop degenerate faces and floaters, then decimate to the budget (backend/mesh; in
+    parallel worker processes for large meshes, waits honouring `ctx`'s cancel)."""
     v, f = clean(vertices, faces, min_part_fraction=min_part_fraction)
     if len(f) == 0:
         raise BackendError("internal_error", "the generated surface vanished during clean-up")
-    return (v, f) if face_budget is None else decimate(v, f, face_budget)
+    return (v, f) if face_budget is None else decimate(v, f, face_budget, ctx=ctx)
 
 
 class _Clock:
@@ -262,7 +264,7 @@ class GeometryPipeline:
         del grid
         report(o.steps + levels + 1, "marching cubes")
         clock.lap("marching_cubes")
-        vertices, faces = finish_mesh(vertices, faces, o.face_budget, o.min_part_fraction)
+        vertices, faces = finish_mesh(vertices, faces, o.face_budget, o.min_part_fraction, ctx)
         report(total, "mesh ready")
         clock.lap("cleanup_decimation")
         return GeometryResult(vertices, faces, prepared, latents, stats, clock.times)
