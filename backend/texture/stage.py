@@ -114,7 +114,7 @@ class TextureStage:
         size, tex = int(s["view_resolution"]), int(s["texture_resolution"])
         ctx.step("mesh", 0, 2, "cleaning the mesh")
         verts, faces, fit = normalise(vertices, faces)
-        uv_job = self.uv_worker.submit(verts, faces, int(s["face_count"]), tex)
+        uv_job = self.uv_worker.submit(verts, faces, int(s["face_count"]), tex, ctx)
         try:
             views = self._generate(ctx, verts, faces, rgb, alpha, size)
             ctx.step("bake", 0, 3, "waiting for the UV atlas")

@@ -8,12 +8,13 @@ import trimesh
 
 from backend.context import JobContext, JobSpec
 from backend.mesh.camera import Camera
+from backend.mesh.decimate import decimate
 from backend.mesh.render import render_textured
+from backend.mesh.uv import unwrap
 from backend.texture.lod import lod_chain
 from backend.texture.mv_pipeline import MultiViewPipeline
 from backend.texture.reference import reference_image
 from backend.texture.stage import TextureStage, conditioning, normalise, write_textured_glb
-from backend.texture.uv_worker import decimate_and_unwrap
 from shared.errors import BackendError
 from shared.settings import defaults
 from shared.views import CANONICAL_VIEWS
@@ -66,7 +67,7 @@ def test_reference_image_is_recentred_scaled_and_composited_on_grey():
 
 def test_lod_chain_shares_the_texture(assets):
     duck = trimesh.load(assets / "meshes" / "Duck.glb", force="mesh")
-    mesh = decimate_and_unwrap(*normalise(duck.vertices, duck.faces)[:2], 4000, 256)
+    mesh = unwrap(*decimate(*normalise(duck.vertices, duck.faces)[:2], 4000), 256)
     v, u = np.meshgrid(np.linspace(0, 1, 256), np.linspace(0, 1, 256), indexing="ij")
     # smooth in UV: a colour difference measures how far a surface point's UV moved
     texture = np.stack([0.5 + 0.5 * np.sin(4 * np.pi * u), 0.5 + 0.5 * np.cos(6 * np.pi * v), u * v], -1)
