@@ -28,6 +28,7 @@ from backend.geometry.dit import GeometryDenoiser
 from backend.geometry.image_prep import prepare_image
 from backend.geometry.marching import marching_cubes
 from backend.geometry.pipeline import GeometryOptions, GeometryPipeline, finish_mesh
+from backend.mesh.workers import shared_workers
 from backend.geometry.sampler import initial_noise, sample_latents
 from backend.geometry.vae import ShapeVAE
 from backend.geometry.volume import decode_coarse_to_fine
@@ -123,6 +124,8 @@ class Meter:
 @torch.no_grad()
 def run(pipe: GeometryPipeline, args, device: torch.device) -> tuple[dict, dict]:
     meter = Meter(device)
+    workers = shared_workers()
+    workers.warm()  # as the engine does when it loads the models
     o = GeometryOptions(steps=args.steps, octree_resolution=args.octree, face_budget=args.faces, chunk_size=args.chunk)
     prepared = prepare_image(input_image())
     rows, info = {}, {}
@@ -162,7 +165,7 @@ def run(pipe: GeometryPipeline, args, device: torch.device) -> tuple[dict, dict]
     verts, faces = stage("marching cubes (scikit-image, CPU)", lambda: marching_cubes(grid.cpu(), 0.0, o.bounds,
                                                                                         backend="skimage"), 1)
     info["marching-cubes faces"] = f"{len(faces) / 1e6:.2f} M"
-    v, f = stage(f"clean-up + decimation to {args.faces} faces (CPU)", lambda: finish_mesh(
+    v, f = stage(f"clean-up + decimation to {args.faces} faces (CPU, {workers.processes} processes)", lambda: finish_mesh(
         verts, faces, args.faces, o.min_part_fraction), 1, warmup=False)
     info["final faces"] = str(len(f))
     return rows, info
