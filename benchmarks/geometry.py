@@ -27,7 +27,9 @@ from backend.geometry.conditioners import DinoEncoder, ShapeLabels
 from backend.geometry.dit import GeometryDenoiser
 from backend.geometry.image_prep import prepare_image
 from backend.geometry.marching import marching_cubes
-from backend.geometry.pipeline import GeometryOptions, GeometryPipeline, finish_mesh
+from backend.geometry.pipeline import GeometryOptions, GeometryPipeline
+from backend.mesh.clean import clean
+from backend.mesh.decimate import decimate
 from backend.mesh.workers import shared_workers
 from backend.geometry.sampler import initial_noise, sample_latents
 from backend.geometry.vae import ShapeVAE
@@ -152,7 +154,8 @@ def run(pipe: GeometryPipeline, args, device: torch.device) -> tuple[dict, dict]
     def asset_fn(points):  # full decoder cost; values from the asset
         decoded = field(points)
         ijk = torch.round((points + o.bounds) / (2 * o.bounds) * args.octree).long().clamp_(0, args.octree)
-        return target.view(-1)[(ijk[:, 0] * n + ijk[:, 1]) * n + ijk[:, 2]] + 0 * decoded
+        # random weights can overflow bf16: keep their cost, never their NaNs
+        return target.view(-1)[(ijk[:, 0] * n + ijk[:, 1]) * n + ijk[:, 2]] + 0 * decoded.nan_to_num(0, 0, 0)
 
     grid, stats = stage(f"SDF decoding, octree {args.octree} (asset shell)", lambda: decode_coarse_to_fine(
         asset_fn, args.octree, o.bounds, o.chunk_size, device), 1)
@@ -165,8 +168,11 @@ def run(pipe: GeometryPipeline, args, device: torch.device) -> tuple[dict, dict]
     verts, faces = stage("marching cubes (scikit-image, CPU)", lambda: marching_cubes(grid.cpu(), 0.0, o.bounds,
                                                                                         backend="skimage"), 1)
     info["marching-cubes faces"] = f"{len(faces) / 1e6:.2f} M"
-    v, f = stage(f"clean-up + decimation to {args.faces} faces (CPU, {workers.processes} processes)", lambda: finish_mesh(
-        verts, faces, args.faces, o.min_part_fraction), 1, warmup=False)
+    cleaned = stage("clean-up (CPU: weld, degenerate faces, floaters)", lambda: clean(
+        verts, faces, o.min_part_fraction), 1, warmup=False)
+    info["faces after clean-up"] = f"{len(cleaned[1]) / 1e6:.2f} M"
+    v, f = stage(f"decimation to {args.faces} faces (CPU, {workers.processes} processes)", lambda: decimate(
+        *cleaned, args.faces, workers), 1, warmup=False)
     info["final faces"] = str(len(f))
     return rows, info
 
@@ -202,7 +208,7 @@ def main() -> None:
     rows = [(s,) + tuple(x for n in names for x in (f"{results[n][s][0] * 1e3:.1f}", f"{results[n][s][1]:.2f}"))
             for s in stages]
     mc = "marching cubes (warp" if device.type == "cuda" else "marching cubes (scikit"
-    whole = [s for s in stages if s.startswith(("conditioning", "DiT " + str(args.steps), "VAE", mc, "clean-up"))
+    whole = [s for s in stages if s.startswith(("conditioning", "DiT " + str(args.steps), "VAE", mc, "clean-up", "decimation"))
              or "asset shell" in s]
     rows.append(("whole stage: " + ", ".join(s.split(" (")[0].split(",")[0] for s in whole),) + tuple(
         x for n in names for x in (f"{sum(results[n][s][0] for s in whole) * 1e3:.0f}",

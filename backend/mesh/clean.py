@@ -32,14 +32,22 @@ def _pack(rows: np.ndarray) -> np.ndarray:
     return rows.view(np.dtype((np.void, rows.dtype.itemsize * 3))).ravel()
 
 
-def drop_degenerate(vertices: np.ndarray, faces: np.ndarray, min_area: float = 1e-14) -> np.ndarray:
-    """Faces with a repeated vertex, (near) zero area, or duplicating another face are removed."""
-    f = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
-    tri = vertices[f].astype(np.float64)
-    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    f = f[area2 > 2 * min_area]
-    _, keep = np.unique(_pack(np.sort(f, axis=1)), return_index=True)
-    return f[np.sort(keep)]
+def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area of each face, in float64 (zero-area slivers must come out as zero)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    cross = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    return 0.5 * np.sqrt(np.einsum("ij,ij->i", cross, cross))
+
+
+def nondegenerate(vertices: np.ndarray, faces: np.ndarray, min_area: float = 1e-14,
+                  areas: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the faces that have three distinct vertices, an area over `min_area` and no
+    duplicate before them. `areas` (of `faces`), when the caller has them, are not computed again."""
+    distinct = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    areas = face_areas(vertices, faces) if areas is None else areas
+    index = np.flatnonzero(distinct & (areas > min_area))
+    _, keep = np.unique(_pack(np.sort(faces[index], axis=1)), return_index=True)
+    return index[np.sort(keep)]
 
 
 def face_components(faces: np.ndarray, vertex_count: int) -> np.ndarray:
@@ -51,17 +59,16 @@ def face_components(faces: np.ndarray, vertex_count: int) -> np.ndarray:
     return vertex_labels[faces[:, 0]]
 
 
-def drop_small_parts(vertices: np.ndarray, faces: np.ndarray, min_fraction: float = 0.01) -> np.ndarray:
-    """Keep the components holding at least `min_fraction` of the total surface area."""
+def large_parts(vertices: np.ndarray, faces: np.ndarray, min_fraction: float = 0.01,
+                areas: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the faces in components holding at least `min_fraction` of the total area."""
     if len(faces) == 0:
-        return faces
+        return np.arange(0)
     labels = face_components(faces, len(vertices))
-    tri = vertices[faces].astype(np.float64)
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    part_area = np.bincount(labels, weights=area)
+    part_area = np.bincount(labels, weights=face_areas(vertices, faces) if areas is None else areas)
     keep = part_area >= min_fraction * part_area.sum()
     keep[np.argmax(part_area)] = True
-    return faces[keep[labels]]
+    return np.flatnonzero(keep[labels])
 
 
 def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,9 +80,11 @@ def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nda
 def clean(vertices: np.ndarray, faces: np.ndarray, min_part_fraction: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     """Weld, drop degenerate and duplicate faces, drop floaters, remove unused vertices."""
     v, f = weld(vertices, faces)
-    f = drop_degenerate(v, f)
+    areas = face_areas(v, f)
+    kept = nondegenerate(v, f, areas=areas)
+    f, areas = f[kept], areas[kept]
     if min_part_fraction > 0:
-        f = drop_small_parts(v, f, min_part_fraction)
+        f = f[large_parts(v, f, min_part_fraction, areas=areas)]
     if len(f) == 0:
         return v[:0], f.reshape(0, 3)
     return compact(v, f)

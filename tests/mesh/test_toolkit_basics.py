@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from backend.mesh.clean import clean, drop_degenerate, weld
+from backend.mesh.clean import clean, nondegenerate, weld
 from backend.mesh.decimate import decimate
 from backend.mesh.export import ExportMetadata, write_glb
 from backend.mesh.frame import fit_unit_box
@@ -36,7 +36,7 @@ def test_clean_drops_degenerate_duplicate_and_floating_faces():
     cv, cf = clean(v2, f2)
     assert len(cf) == len(sphere.faces) and len(cv) == len(sphere.vertices)
     assert trimesh.Trimesh(cv, cf, process=False).is_watertight
-    assert len(drop_degenerate(v2.astype(np.float32), f2)) == len(f) + len(speck.faces)
+    assert len(nondegenerate(v2.astype(np.float32), f2)) == len(f) + len(speck.faces)
 
 
 def test_decimate_meets_the_budget_and_stays_closed():
