@@ -69,10 +69,32 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, face_budget: int, workers:
     if len(faces) >= partition_min_faces and multiprocessing.parent_process() is None:  # no nested pools
         workers = workers or shared_workers()
         if workers.processes > 1:
-            vertices, faces = _decimate_in_parts(vertices, faces, face_budget, workers, ctx)
-            if len(faces) <= face_budget:
-                return vertices, faces
+            v, f = _decimate_in_parts(vertices, faces, face_budget, workers, ctx)
+            if len(f) <= face_budget and not _adds_defects(workers, (vertices, faces), (v, f), ctx):
+                return v, f
     return _native(workers, quadric_collapse, vertices, faces, face_budget, ctx=ctx)[:2]
+
+
+def topology_defects(vertices: np.ndarray, faces: np.ndarray) -> int:
+    """Non-two-manifold edges and vertices, plus edges two faces walk the same way (a flipped
+    winding). pymeshlab: on a main thread or in a worker only."""
+    import pymeshlab
+
+    directed = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2).astype(np.int64)
+    flips = len(directed) - len(np.unique(directed[:, 0] * len(vertices) + directed[:, 1]))
+    ms = pymeshlab.MeshSet()
+    ms.add_mesh(pymeshlab.Mesh(np.asarray(vertices, np.float64), np.asarray(faces, np.int32)))
+    measures = ms.get_topological_measures()
+    return int(measures["non_two_manifold_edges"] + measures["non_two_manifold_vertices"] + flips)
+
+
+def _adds_defects(workers: MeshWorkers, given: tuple[np.ndarray, np.ndarray], result: tuple[np.ndarray, np.ndarray],
+                  ctx) -> bool:
+    """Whether the partitioned result has topology defects the input had not (measured on a
+    scanned bunny with holes cut in 16 parts to 5 %: one non-manifold vertex at a seam); the
+    single pass then runs instead, so the parallel path is never worse than it."""
+    found = _native(workers, topology_defects, *result, ctx=ctx)
+    return found > 0 and found > _native(workers, topology_defects, *given, ctx=ctx)
 
 
 def _native(workers: MeshWorkers | None, fn: Callable[..., Any], *args: Any, ctx=None) -> Any:

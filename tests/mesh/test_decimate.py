@@ -6,7 +6,8 @@ import pytest
 import trimesh
 from skimage.measure import marching_cubes
 
-from backend.mesh.decimate import decimate, quadric_collapse
+from backend.mesh import decimate as decimate_module
+from backend.mesh.decimate import decimate, quadric_collapse, topology_defects
 from backend.mesh.workers import MeshWorkers
 
 BUDGET = 30_000
@@ -158,3 +159,27 @@ def test_a_worker_process_or_one_process_decimates_in_one_pass(torus, single):
     for v, f in (with_one, in_worker):
         np.testing.assert_array_equal(v, single[0])
         np.testing.assert_array_equal(f, single[1])
+
+
+def test_topology_defects_counts_flips_and_non_manifold_edges(torus, single):
+    v, f = single
+    assert topology_defects(v, f) == 0
+    flipped = f.copy()
+    flipped[0] = flipped[0, ::-1]
+    assert topology_defects(v, flipped) > 0
+    fin = np.vstack([f, [[f[0, 0], f[0, 1], len(v)]]])  # a third face on one edge
+    assert topology_defects(np.vstack([v, [[9.0, 9.0, 9.0]]]), fin) > 0
+
+
+def test_a_partitioned_result_with_new_defects_gives_way_to_the_single_pass(torus, single, workers, monkeypatch):
+    """Seen once on a scanned bunny with holes cut in 16 parts to 5 % of its faces."""
+    def defective(vertices, faces, budget, pool, ctx):
+        v, f = quadric_collapse(vertices, faces, budget)[:2]
+        f = f.copy()
+        f[:10] = f[:10, ::-1]
+        return v, f
+
+    monkeypatch.setattr(decimate_module, "_decimate_in_parts", defective)
+    v, f = decimate(torus[0], torus[1], BUDGET, workers, partition_min_faces=0)
+    np.testing.assert_array_equal(f, single[1])
+    assert topology_defects(v, f) == 0
