@@ -97,6 +97,8 @@ def test_two_lanes_behind_the_protocol(tmp_path):
     requests.write(protocol.request("status"))
     seen += out.until("status")
     requests.write(protocol.request("cancel", job="j3"))  # in its first stage: stops at its next step
+    requests.write(protocol.request("status"))  # answered once the reader has handled the cancel
+    seen += out.until("status")
     engine.gates.setdefault("j3", threading.Event()).set()
     seen += out.until("error", "j3")
     requests.write(protocol.request("shutdown"))
