@@ -49,7 +49,7 @@ class JobQueue:
         self._cond = threading.Condition()
         self._closed = False
         self._first_stages_running = 0
-        self._texture_lane_idle = False
+        self._texture_lane_idle = True  # until it takes a task: the geometry lane never paints first
 
     # ---- producers ----
     def put(self, job: Any) -> None:
