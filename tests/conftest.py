@@ -39,3 +39,15 @@ def assets() -> Path:
     if not ASSETS.is_dir():
         pytest.skip(f"shared test assets not found at {ASSETS}")
     return ASSETS
+
+
+@pytest.fixture
+def single_thread_torch():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the thread
+    pool's spinning makes them 10-30x slower. Folders of tiny-model tests use it for every test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

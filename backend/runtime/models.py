@@ -27,10 +27,9 @@ def _release_cuda() -> None:
 
 @dataclass
 class _Slot:
-    """One copy of a model: where its stage runs it (`home`) and where it is now."""
+    """One copy of a model on one device (the cache's key) and where it is now."""
 
     stage: str  # "geometry" or "texture"
-    home: torch.device
     load: Callable[[torch.device], Any]
     modules: Callable[[Any], list[torch.nn.Module]]
     model: Any = None
@@ -67,7 +66,7 @@ class ModelCache:
         with self._lock:
             stage, load, modules = self._loaders[name]
             home = torch.device(device) if device is not None else self.device_for(stage)
-            slot = self._slots.setdefault((name, str(home)), _Slot(stage, home, load, modules))
+            slot = self._slots.setdefault((name, str(home)), _Slot(stage, load, modules))
             if self.plan.kind == "single" and self.plan.offload != "none":
                 for other in self._slots.values():
                     if other.where == "device" and other.stage != slot.stage:

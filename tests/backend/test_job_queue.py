@@ -33,7 +33,7 @@ class ScriptedRunner:
     before_first: dict = field(default_factory=dict)  # job -> callable run inside its first stage
     before_second: dict = field(default_factory=dict)
     log: list = field(default_factory=list)
-    started: dict = field(default_factory=lambda: {})  # (job, stage) -> Event
+    started: dict = field(default_factory=dict)  # (job, stage) -> Event
 
     def event(self, job: str, stage: str) -> threading.Event:
         return self.started.setdefault((job, stage), threading.Event())

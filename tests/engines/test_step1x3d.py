@@ -42,11 +42,8 @@ def image(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(single_thread_torch):
+    """Every test here on one torch thread (tests/conftest.py says why)."""
 
 
 def run_job(engine, tmp_path, name, image, mesh=None, **settings):

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import trimesh
 
 from backend.data.prepare import PrepareOptions, run_batch
@@ -16,12 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def single_thread_torch():
-    """Tiny models on a busy 2-core machine: intra-op threads only spin (10-30x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(single_thread_torch):
+    """Every test of this folder on one torch thread (tests/conftest.py says why)."""
 
 
 @pytest.fixture(scope="session")
