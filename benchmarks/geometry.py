@@ -168,8 +168,8 @@ def run(pipe: GeometryPipeline, args, device: torch.device) -> tuple[dict, dict]
     verts, faces = stage("marching cubes (scikit-image, CPU)", lambda: marching_cubes(grid.cpu(), 0.0, o.bounds,
                                                                                         backend="skimage"), 1)
     info["marching-cubes faces"] = f"{len(faces) / 1e6:.2f} M"
-    cleaned = stage("clean-up (CPU: weld, degenerate faces, floaters)", lambda: clean(
-        verts, faces, o.min_part_fraction), 1, warmup=False)
+    cleaned = stage(f"clean-up (weld, degenerate faces, floaters; {device.type}, as the engine)", lambda: clean(
+        verts, faces, o.min_part_fraction, device=device), 3)
     info["faces after clean-up"] = f"{len(cleaned[1]) / 1e6:.2f} M"
     v, f = stage(f"decimation to {args.faces} faces (CPU, {workers.processes} processes)", lambda: decimate(
         *cleaned, args.faces, workers), 1, warmup=False)

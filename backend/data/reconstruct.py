@@ -73,7 +73,7 @@ def reconstruct(vae: ShapeVAE, surface: np.ndarray, sharp: np.ndarray, num_point
     kv = vae.decoder.key_values(tokens)
     grid, _ = decode_coarse_to_fine(lambda p: vae.decoder(p[None], kv)[0, :, 0], resolution, bounds, device=device)
     vertices, faces = marching_cubes(grid, 0.0, bounds)
-    vertices, faces = finish_mesh(vertices, faces, face_budget, 0.001)
+    vertices, faces = finish_mesh(vertices, faces, face_budget, 0.001, device=device)
     return Reconstruction(vertices, faces, latents.cpu())
 
 

@@ -61,7 +61,7 @@ def sample_sharp(vertices: np.ndarray, faces: np.ndarray, count: int, angle_deg:
                  rng: np.random.Generator) -> np.ndarray | None:
     """(count, 6) float32 sharp-edge samples, or None when the mesh has no sharp edge.
     The mesh is welded first so that seams of the file format do not hide its adjacency."""
-    v, f = weld(vertices, faces)
+    v, f = (t.numpy() for t in weld(vertices, faces))
     v = v.astype(np.float64)
     edges, edge_normals = sharp_edges(v, f, angle_deg)
     if len(edges) == 0:

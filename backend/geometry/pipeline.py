@@ -97,10 +97,11 @@ class GeometryResult:
 
 
 def finish_mesh(vertices: np.ndarray, faces: np.ndarray, face_budget: int | None, min_part_fraction: float,
-                ctx: JobContext | None = None):
-    """Weld, drop degenerate faces and floaters, then decimate to the budget (backend/mesh; in
-    parallel worker processes for large meshes, waits honouring `ctx`'s cancel)."""
-    v, f = clean(vertices, faces, min_part_fraction=min_part_fraction)
+                ctx: JobContext | None = None, device: torch.device | None = None):
+    """Weld, drop degenerate faces and floaters (on `device`: the GPU does it in milliseconds),
+    then decimate to the budget (backend/mesh; in parallel worker processes for large meshes,
+    waits honouring `ctx`'s cancel)."""
+    v, f = clean(vertices, faces, min_part_fraction=min_part_fraction, device=device)
     if len(f) == 0:
         raise BackendError("internal_error", "the generated surface vanished during clean-up")
     return (v, f) if face_budget is None else decimate(v, f, face_budget, ctx=ctx)
@@ -264,7 +265,7 @@ class GeometryPipeline:
         del grid
         report(o.steps + levels + 1, "marching cubes")
         clock.lap("marching_cubes")
-        vertices, faces = finish_mesh(vertices, faces, o.face_budget, o.min_part_fraction, ctx)
+        vertices, faces = finish_mesh(vertices, faces, o.face_budget, o.min_part_fraction, ctx, self.device)
         report(total, "mesh ready")
         clock.lap("cleanup_decimation")
         return GeometryResult(vertices, faces, prepared, latents, stats, clock.times)

@@ -41,7 +41,7 @@ def segment_distance(points, a, b):
 
 def test_fandisk_sharp_samples_lie_on_feature_edges(assets):
     v, f = load_mesh(assets / "meshes" / "fandisk.obj")
-    v, f = weld(v, f)
+    v, f = (t.numpy() for t in weld(v, f))
     v = v.astype(np.float64)
     samples = sample_sharp(v, f, 3000, 15.0, np.random.default_rng(0))
     assert samples.shape == (3000, 6) and samples.dtype == np.float32
