@@ -6,16 +6,16 @@ below preserve boundaries and normals so a closed mesh stays closed and does not
 One collapse pass is single-threaded (about 15 s for 0.9 M -> 200 k faces on one core), so large
 meshes are cut into spatially compact parts that worker processes decimate at once. Each part's
 cut border is frozen (`preserveboundary` never moves a border vertex nor collapses a border edge),
-so the parts weld back exactly on their cut vertices. A last pass then removes the fine strips the
-frozen borders left along the seams; it only needs the band of faces around them (a pass over the
-whole welded mesh gave the same quality at three times the cost, most of it pymeshlab's set-up),
-and that band is cut across the seams into pieces that again run in parallel. Where any of this
-cannot work (a non-manifold cut vertex), or the result has topology defects the input had not,
-one whole pass does the job.
+so the parts weld back exactly on their cut vertices. A second pass then removes the fine strips
+the frozen borders left along the seams; it only needs the band of faces around them (a pass over
+the whole welded mesh gave the same quality at three times the cost, most of it pymeshlab's
+set-up), and that band is cut across the seams into pieces that again run in parallel; a last,
+small pass does the few places where those cuts cross the seams. Where any of this cannot work
+(a non-manifold cut vertex), or the result has topology defects the input had not, one whole pass
+does the job.
 """
 from __future__ import annotations
 
-import math
 import multiprocessing
 from typing import Any, Callable
 
@@ -31,12 +31,10 @@ PARTITION_MIN_FACES = 100_000  # below this a pass takes about a second anyway; 
 # resolution). With less room the strips stay as slivers.
 SEAM_FACES = 1.5
 SEAM_RINGS = 3  # the seam pass re-decimates the faces this many vertex rings around the cuts
-# The seam pass's pieces aim this fraction of the band lower than the budget needs, so that a
-# piece falling a few faces short (its cross cuts are frozen too) still leaves the whole in budget.
-SEAM_SLACK = 0.005
 # A rotation with every axis at 48 degrees or more from every coordinate axis: the seam pass cuts
 # its band along these, across the first partition's axis-aligned cuts.
 OBLIQUE = np.array([[2.0, 2.0, -1.0], [-1.0, 2.0, 2.0], [2.0, -1.0, 2.0]]) / 3.0
+SPLITS = (None, OBLIQUE)  # the frames of the parallel passes: the whole mesh, then its seams
 
 
 def quadric_collapse(vertices: np.ndarray, faces: np.ndarray, face_budget: int, preserve_boundary: bool = True,
@@ -153,18 +151,53 @@ def partition(vertices: np.ndarray, faces: np.ndarray, parts: int, frame: np.nda
 
 def _decimate_in_parts(vertices: np.ndarray, faces: np.ndarray, face_budget: int, workers: MeshWorkers,
                        ctx) -> tuple[np.ndarray, np.ndarray]:
-    """Parts decimated in parallel with frozen cut borders, welded, then the seams decimated to the
-    budget. Falls back to the input (for one whole pass) where that cannot work: parts too small
-    for their targets, or a cut vertex lost (a non-manifold input vertex is no part border)."""
-    groups = partition(vertices, faces, workers.processes)
-    used, cut = _shared_vertices(faces, groups, len(vertices))
-    targets = [round(len(g) * face_budget / len(faces) + SEAM_FACES * cut[u].sum()) for g, u in zip(groups, used)]
-    if sum(targets) >= len(faces):
+    """The whole mesh in parallel parts, then the seams they leave, then the crossings of those
+    (see _refine). Falls back to the input (for one whole pass) where that cannot work."""
+    everywhere = np.ones(len(vertices), dtype=bool)
+    return _refine(vertices, faces, everywhere, face_budget, workers, ctx, SPLITS)
+
+
+def _refine(vertices: np.ndarray, faces: np.ndarray, seeds: np.ndarray, face_budget: int, workers: MeshWorkers,
+            ctx, splits: tuple[np.ndarray | None, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Decimate the band of faces within SEAM_RINGS of the `seeds` vertices (all of them: the whole
+    mesh) by the excess over the budget; the band's border is frozen, so the rest stays as it is.
+
+    With a frame left in `splits`, the band is cut into one piece per worker along that frame, the
+    pieces stop SEAM_FACES per cut vertex above their share (the room to collapse the fine strips
+    that their frozen cuts leave), and the band around those cuts is refined next with the
+    remaining frames: the whole mesh axis-aligned, its seams obliquely (crossing them), then the
+    few crossings of those in one small pass. Unchanged where that cannot work: a cut vertex lost
+    (a non-manifold input vertex is no part border), or no room to meet the budget."""
+    if len(faces) <= face_budget:
         return vertices, faces
-    merged = _collapse(vertices, faces, groups, used, cut, targets, workers, ctx)
-    if merged is None:
+    near = seeds.copy()
+    if not near.all():
+        for _ in range(SEAM_RINGS):
+            near[faces[near[faces].any(axis=1)]] = True
+    in_band = near[faces].any(axis=1)
+    band, rest = np.flatnonzero(in_band), np.flatnonzero(~in_band)
+    keep = len(band) - (len(faces) - face_budget)
+    if keep < 1:
         return vertices, faces
-    return _decimate_seams(*merged, int(cut.sum()), face_budget, workers, ctx)
+    if not splits:
+        groups = [band, rest]
+        used, border = _shared_vertices(faces, groups, len(vertices))
+        welded = _collapse(vertices, faces, groups, used, border, [keep, None], workers, ctx)
+        return (vertices, faces) if welded is None else welded
+    pieces = [band[piece] for piece in partition(vertices, faces[band], workers.processes, splits[0])]
+    groups = pieces + [rest] if len(rest) else pieces
+    used, border = _shared_vertices(faces, groups, len(vertices))
+    cut = _shared_vertices(faces, pieces, len(vertices))[1]
+    targets = [round(len(g) * keep / len(band) + SEAM_FACES * cut[u].sum()) for g, u in zip(pieces, used)]
+    if sum(targets) >= len(band):
+        return _refine(vertices, faces, seeds, face_budget, workers, ctx, ())
+    welded = _collapse(vertices, faces, groups, used, border, targets + [None] * (len(groups) - len(pieces)),
+                       workers, ctx)
+    if welded is None:
+        return vertices, faces
+    merged_seeds = np.zeros(len(welded[0]), dtype=bool)
+    merged_seeds[:int(border.sum())] = cut[border]  # _weld puts the shared vertices first, in order
+    return _refine(*welded, merged_seeds, face_budget, workers, ctx, splits[1:])
 
 
 def _shared_vertices(faces: np.ndarray, groups: list[np.ndarray], vertex_count: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -190,29 +223,6 @@ def _local(faces: np.ndarray, used: np.ndarray, vertex_count: int) -> np.ndarray
     index = np.empty(vertex_count, dtype=np.int64)
     index[used] = np.arange(len(used))
     return index[faces]
-
-
-def _decimate_seams(vertices: np.ndarray, faces: np.ndarray, seam_vertices: int, face_budget: int,
-                    workers: MeshWorkers, ctx) -> tuple[np.ndarray, np.ndarray]:
-    """Decimate the band of faces around the seams (the first `seam_vertices` vertices) by the
-    excess over the budget, in parallel pieces cut across the seams (an oblique partition). The
-    band's own border is frozen at the parts' density, so it leaves no new seam; the rest of the
-    mesh is done already. Unchanged where that cannot work."""
-    near = np.zeros(len(vertices), dtype=bool)
-    near[:seam_vertices] = True
-    for _ in range(SEAM_RINGS):
-        near[faces[near[faces].any(axis=1)]] = True
-    in_band = near[faces].any(axis=1)
-    band, rest = np.flatnonzero(in_band), np.flatnonzero(~in_band)
-    excess = len(faces) - face_budget
-    if len(band) - excess < 1:
-        return vertices, faces
-    groups = [band[piece] for piece in partition(vertices, faces[band], workers.processes, OBLIQUE)] + [rest]
-    used, border = _shared_vertices(faces, groups, len(vertices))
-    share = (excess + SEAM_SLACK * len(band)) / len(band)
-    targets = [max(1, len(g) - math.ceil(len(g) * share)) for g in groups[:-1]] + [None]
-    welded = _collapse(vertices, faces, groups, used, border, targets, workers, ctx)
-    return (vertices, faces) if welded is None else welded
 
 
 def _weld(vertices: np.ndarray, shared: np.ndarray, used: list[np.ndarray],

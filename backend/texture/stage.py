@@ -51,11 +51,12 @@ class TexturedMesh:
     fit: UnitFit  # input coordinates -> mesh coordinates
 
 
-def normalise(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, UnitFit]:
-    """Cleaned mesh centred on its bounding box with largest extent 1, where the cameras frame it.
-    Texturing never drops parts: small pieces of a given mesh are meant to be there, and the
-    geometry stage has already removed its floaters."""
-    v, f = clean(np.asarray(vertices, np.float64), np.asarray(faces, np.int64), min_part_fraction=0.0)
+def normalise(vertices: np.ndarray, faces: np.ndarray,
+              device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray, UnitFit]:
+    """Cleaned mesh (cleaned on `device`) centred on its bounding box with largest extent 1, where
+    the cameras frame it. Texturing never drops parts: small pieces of a given mesh are meant to be
+    there, and the geometry stage has already removed its floaters."""
+    v, f = clean(np.asarray(vertices, np.float64), np.asarray(faces, np.int64), min_part_fraction=0.0, device=device)
     if len(f) == 0:
         raise BackendError("input_unreadable", "the mesh has no usable faces after cleaning")
     fit = fit_unit_box(v)
@@ -113,7 +114,7 @@ class TextureStage:
         s = ctx.spec.settings
         size, tex = int(s["view_resolution"]), int(s["texture_resolution"])
         ctx.step("mesh", 0, 2, "cleaning the mesh")
-        verts, faces, fit = normalise(vertices, faces)
+        verts, faces, fit = normalise(vertices, faces, self.device)
         uv_job = self.uv_worker.submit(verts, faces, int(s["face_count"]), tex, ctx)
         try:
             views = self._generate(ctx, verts, faces, rgb, alpha, size)

@@ -183,3 +183,47 @@ def test_a_partitioned_result_with_new_defects_gives_way_to_the_single_pass(toru
     v, f = decimate(torus[0], torus[1], BUDGET, workers, partition_min_faces=0)
     np.testing.assert_array_equal(f, single[1])
     assert topology_defects(v, f) == 0
+
+
+def test_topology_defects_counts_a_vertex_joining_two_fans():
+    """Two cones touching at their apex: every edge is manifold, the apex is not."""
+    cone = trimesh.creation.cone(0.5, 1.0, sections=16)
+    cone.apply_translation([0, 0, -1])
+    mirrored = cone.copy()
+    mirrored.apply_transform(np.diag([1.0, 1.0, -1.0, 1.0]))
+    bowtie = trimesh.util.concatenate([cone, mirrored])
+    bowtie.merge_vertices()
+    assert bowtie.is_winding_consistent
+    assert topology_defects(bowtie.vertices, bowtie.faces) == 1
+    assert topology_defects(cone.vertices, cone.faces) == 0
+
+
+def test_oblique_partition_is_balanced_and_crosses_the_axis_cuts(torus):
+    v, f = torus[0], torus[1]
+    straight = decimate_module.partition(v, f, 4)
+    oblique = decimate_module.partition(v, f, 4, decimate_module.OBLIQUE)
+    for groups in (straight, oblique):
+        assert sorted(np.concatenate(groups).tolist()) == list(range(len(f)))
+        assert max(map(len, groups)) - min(map(len, groups)) <= 1
+    # every oblique piece takes faces from more than one axis-aligned part
+    part_of = np.empty(len(f), dtype=np.int64)
+    for i, g in enumerate(straight):
+        part_of[g] = i
+    assert all(len(np.unique(part_of[g])) > 1 for g in oblique)
+
+
+def test_each_refinement_level_runs(torus, workers, monkeypatch):
+    """Parts, then oblique seam pieces, then the crossings' single pass: three levels, each
+    with fewer faces, and the budget met exactly."""
+    levels = []
+    refine = decimate_module._refine
+
+    def spy(vertices, faces, seeds, budget, pool, ctx, splits):
+        levels.append((len(splits), int(seeds.sum()), len(faces)))
+        return refine(vertices, faces, seeds, budget, pool, ctx, splits)
+
+    monkeypatch.setattr(decimate_module, "_refine", spy)
+    v, f = decimate(torus[0], torus[1], BUDGET, workers, partition_min_faces=0)
+    assert [depth for depth, _, _ in levels] == [2, 1, 0]
+    assert levels[0][1] == len(torus[0]) and 0 < levels[2][1] < levels[1][1] < levels[0][1]
+    assert len(f) == BUDGET and closed_manifold(v, f)
