@@ -171,18 +171,32 @@ def test_topology_defects_counts_flips_and_non_manifold_edges(torus, single):
     assert topology_defects(np.vstack([v, [[9.0, 9.0, 9.0]]]), fin) > 0
 
 
-def test_a_partitioned_result_with_new_defects_gives_way_to_the_single_pass(torus, single, workers, monkeypatch):
-    """Seen once on a scanned bunny with holes cut in 16 parts to 5 % of its faces."""
-    def defective(vertices, faces, budget, pool, ctx):
-        v, f = quadric_collapse(vertices, faces, budget)[:2]
+def test_a_defect_at_a_weld_gives_way_to_the_single_pass(torus, single, workers, monkeypatch):
+    """Seen once on a scanned bunny cut in 16 parts to 5 % of its faces: a non-manifold vertex at
+    a seam. Here the first weld flips a face at one of its shared vertices."""
+    weld = decimate_module._weld
+
+    def flipping(vertices, shared, used, parts):
+        v, f = weld(vertices, shared, used, parts)
         f = f.copy()
-        f[:10] = f[:10, ::-1]
+        at_seam = np.flatnonzero((f == 0).any(axis=1))[0]  # vertex 0 is shared: they come first
+        f[at_seam] = f[at_seam, ::-1]
         return v, f
 
-    monkeypatch.setattr(decimate_module, "_decimate_in_parts", defective)
+    monkeypatch.setattr(decimate_module, "_weld", flipping)
     v, f = decimate(torus[0], torus[1], BUDGET, workers, partition_min_faces=0)
     np.testing.assert_array_equal(f, single[1])
     assert topology_defects(v, f) == 0
+
+
+def test_seam_defects_look_only_at_the_shared_vertices(single):
+    v, f = single
+    assert not decimate_module._seam_defects(f, 100)
+    for face in (int(np.flatnonzero((f < 100).any(axis=1))[0]), int(np.flatnonzero((f >= 100).all(axis=1))[-1])):
+        flipped = f.copy()
+        flipped[face] = flipped[face, ::-1]
+        assert decimate_module._seam_defects(flipped, 100) == bool((f[face] < 100).any())
+        assert topology_defects(v, flipped) > 0
 
 
 def test_topology_defects_counts_a_vertex_joining_two_fans():
