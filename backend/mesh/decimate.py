@@ -11,8 +11,7 @@ the frozen borders left along the seams; it only needs the band of faces around 
 the whole welded mesh gave the same quality at three times the cost, most of it pymeshlab's
 set-up), and that band is cut across the seams into pieces that again run in parallel; a last,
 small pass does the few places where those cuts cross the seams. Where any of this cannot work
-(a non-manifold cut vertex), or the result has topology defects the input had not, one whole pass
-does the job.
+(a non-manifold cut vertex, a topology defect at a weld), one whole pass does the job.
 """
 from __future__ import annotations
 
@@ -128,7 +127,7 @@ def _seam_defects(faces: np.ndarray, shared: int) -> bool:
     they are no reason to fall back. Only the faces at the shared vertices are examined: they hold
     every fan and edge a shared vertex has."""
     local = faces[(faces < shared).any(axis=1)]
-    return any(np.any(found < shared) for found in _defects(local, int(faces.max(initial=0)) + 1))
+    return any(np.any(found < shared) for found in _defects(local, int(local.max(initial=0)) + 1))
 
 
 def _native(workers: MeshWorkers | None, fn: Callable[..., Any], *args: Any, ctx=None) -> Any:
@@ -192,13 +191,13 @@ def _refine(vertices: np.ndarray, faces: np.ndarray, seeds: np.ndarray, face_bud
         return vertices, faces
     if not splits:
         groups = [band, rest]
-        used, border = _shared_vertices(faces, groups, len(vertices))
-        welded = _collapse(vertices, faces, groups, used, border, [keep, None], workers, ctx)
+        used = _vertex_sets(faces, groups)
+        welded = _collapse(vertices, faces, groups, used, _in_several(used, len(vertices)), [keep, None], workers, ctx)
         return (vertices, faces) if welded is None else welded
     pieces = [band[piece] for piece in partition(vertices, faces[band], workers.processes, splits[0])]
     groups = pieces + [rest] if len(rest) else pieces
-    used, border = _shared_vertices(faces, groups, len(vertices))
-    cut = _shared_vertices(faces, pieces, len(vertices))[1]
+    used = _vertex_sets(faces, groups)
+    border, cut = _in_several(used, len(vertices)), _in_several(used[:len(pieces)], len(vertices))
     targets = [round(len(g) * keep / len(band) + SEAM_FACES * cut[u].sum()) for g, u in zip(pieces, used)]
     if sum(targets) >= len(band):
         return _refine(vertices, faces, seeds, face_budget, workers, ctx, ())
@@ -211,10 +210,14 @@ def _refine(vertices: np.ndarray, faces: np.ndarray, seeds: np.ndarray, face_bud
     return _refine(*welded, merged_seeds, face_budget, workers, ctx, splits[1:])
 
 
-def _shared_vertices(faces: np.ndarray, groups: list[np.ndarray], vertex_count: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """The sorted vertices of each group of faces, and a mask of those in more than one group."""
-    used = [np.unique(faces[g]) for g in groups]
-    return used, np.bincount(np.concatenate(used), minlength=vertex_count) > 1
+def _vertex_sets(faces: np.ndarray, groups: list[np.ndarray]) -> list[np.ndarray]:
+    """The sorted vertices of each group of faces."""
+    return [np.unique(faces[g]) for g in groups]
+
+
+def _in_several(used: list[np.ndarray], vertex_count: int) -> np.ndarray:
+    """Mask of the vertices in more than one of the `used` sets."""
+    return np.bincount(np.concatenate(used), minlength=vertex_count) > 1
 
 
 def _collapse(vertices: np.ndarray, faces: np.ndarray, groups: list[np.ndarray], used: list[np.ndarray],
