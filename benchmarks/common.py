@@ -33,15 +33,18 @@ def device_description() -> str:
 
 
 def commit() -> str:
-    """The checked-out commit (with '+dirty' when tracked files differ), or 'unknown' outside git."""
+    """$BENCH_COMMIT when set (a copy of the tree run elsewhere, e.g. on a lent GPU machine), else the
+    checked-out commit (with '+dirty' when tracked files differ), else 'unknown'."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("BENCH_COMMIT", "unknown")
+        return "unknown"
     if head.returncode:
-        return os.environ.get("BENCH_COMMIT", "unknown")
+        return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 

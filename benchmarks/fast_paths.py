@@ -84,7 +84,7 @@ def dit_case(device: torch.device):
     ctx = torch.randn(2, 1370, 1024, device=device, generator=g)
 
     def call(module, job: int, t: float = 500.0):
-        return module(x, torch.tensor(t, device=device), ctx)
+        return module(x, torch.tensor(float(t), device=device), ctx)  # float, as the sampler's timesteps
 
     return dit, call
 

@@ -84,7 +84,7 @@ class StagePeaks:
         return (self.device.get(stage, self.idle) - self.idle) / GIB
 
 
-def emulate_card(card_gib: float, idle: int) -> float:
+def emulate_card(card_gib: float, idle: int, plan_free_gib: float = 0.0) -> float:
     """Cap torch's allocator and show the plan a card of `card_gib`; returns the context GiB."""
     torch.cuda.init()
     torch.zeros(1, device="cuda")
@@ -96,7 +96,8 @@ def emulate_card(card_gib: float, idle: int) -> float:
     card = int(card_gib * GIB)
     torch.cuda.set_per_process_memory_fraction(max(card - context, 0) / total, 0)
     name = torch.cuda.get_device_name(0)
-    emulated = lambda: [devices.GpuInfo(0, f"{name} as a {card_gib:g} GiB card", card, card - context)]  # noqa: E731
+    free = int(plan_free_gib * GIB) if plan_free_gib else card - context  # plan_free: test the plan's estimate itself
+    emulated = lambda: [devices.GpuInfo(0, f"{name} as a {card_gib:g} GiB card", card, free)]  # noqa: E731
     devices.cuda_devices = step1x3d.cuda_devices = emulated
     return context / GIB
 
@@ -104,6 +105,8 @@ def emulate_card(card_gib: float, idle: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--card", type=float, default=0.0, help="emulate a card of this many GiB")
+    parser.add_argument("--plan-free", type=float, default=0.0,
+                        help="show the plan this much free memory instead (to run what its estimate refuses)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs (the first also builds the models)")
     parser.add_argument("--view", type=int, default=768)
     parser.add_argument("--octree", type=int, default=384)
@@ -111,7 +114,7 @@ def main() -> None:
     parser.add_argument("--offload", default="auto")
     args = parser.parse_args()
     idle = idle_device_bytes()
-    context = emulate_card(args.card, idle) if args.card else float("nan")
+    context = emulate_card(args.card, idle, args.plan_free) if args.card else float("nan")
     settings = {"model": "base", "view_resolution": args.view, "octree_resolution": args.octree}
     engine = RandomWeightsEngine(False, plan=args.plan, offload=args.offload)
     work = Path(tempfile.mkdtemp())
