@@ -164,7 +164,7 @@ class TextureSync:
             return None
         x0 = predict_x0(self.scheduler, latents.float(), eps.float(), t)
         post = posterior(self.scheduler, t)
-        noise = torch.randn(self.state.shape, generator=generator).to(self.state.device)
+        noise = torch.randn(self.state.shape, generator=generator, device=generator.device).to(self.state.device)
         self.state = post.x0_coeff * self.bake(x0, self.exponent(index)) + post.xt_coeff * self.state \
             + post.std * noise
         # pixels outside the sync (back-facing foreground) take the ordinary per-view step
@@ -179,10 +179,10 @@ class TextureSync:
         if progress >= self.options.black_white_until:
             return latents
         choices = len(self.colours) if progress < self.options.any_colour_until else BLACK_WHITE
-        pick = torch.randint(0, choices, (latents.shape[0],), generator=generator)
+        pick = torch.randint(0, choices, (latents.shape[0],), generator=generator, device=generator.device)
         colour = self.colours[pick].to(latents.device)[:, :, None, None].expand_as(latents)
         a = float(self.scheduler.alphas_cumprod[level]) if level >= 0 else 1.0
-        noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+        noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device)
         noised = math.sqrt(a) * colour + math.sqrt(1.0 - a) * noise
         background = ~self.samples.foreground[:, None].to(latents.device)
         return torch.where(background, noised, latents)
