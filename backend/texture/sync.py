@@ -14,8 +14,9 @@ each of them the view's pixel nearest to it on the surface, which is what the ga
 so the same averaging happens without a texture, a UV atlas, a Voronoi fill or any per-step
 rasterisation. All rasterisation (the project's rasteriser) happens once, when the sync is set up.
 Differences to the release: the background colours are drawn from the job's seeded generator
-(the release does not seed them) and the initial background mixes with sqrt(alpha_bar) like every
-other noising (the release uses alpha_bar there, a negligible difference at t = 981).
+(the release does not seed them) and backgrounds are noised as sqrt(alpha_bar) * colour +
+sqrt(1 - alpha_bar) * noise like every other noising (the release mixes alpha_bar * colour +
+(1 - alpha_bar) * noise).
 """
 from __future__ import annotations
 
