@@ -204,3 +204,21 @@ def test_sampling_loop_label_differs_by_the_edge_type_token_only(ref, manifest, 
     assert rel(final, ref["sample_label/out/final_latents_fp32"]) > 10 * LOOP_FP32
     assert rel(release_reading, ref["sample_label/in/label_embeds"]) < FORWARD_FP32
     check_loop(ref, "label", *sample("label", ref, release_reading))
+
+
+@pytest.mark.parametrize("variant", ["base", "label"])
+def test_sampling_loop_in_float64(ref, variant):
+    """The release's model cast to float64: our loop (latents kept in float32 between steps) on a
+    float64 model lands within the fp32 loop tolerance of the release's float64 result."""
+    k = f"sample_{variant}"
+    dit = load(GeometryDenoiser, variant, "transformer").double()
+    vae = load(ShapeVAE, variant, "vae").double()
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(model_folder(variant), subfolder="scheduler")
+    visual = t(ref, f"{k}/in/visual_condition").double()
+    label = t(ref, f"{k}/in/label_embeds").double() if variant == "label" else None
+    cond = dit.context(visual=visual, label=label)
+    uncond = dit.context(visual=torch.zeros_like(visual), label=None if label is None else torch.zeros_like(label))
+    with torch.no_grad():
+        final = sample_latents(dit, scheduler, cond, uncond, t(ref, f"{k}/in/init_latents"), STEPS, GUIDANCE)
+        assert rel(final, ref[f"{k}/out/final_latents_fp64"]) < LOOP_FP32
+        assert rel(sdf_of(vae, ref, final.double()), ref[f"{k}/out/sdf_of_final_fp64"]) < LOOP_FP32
