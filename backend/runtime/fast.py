@@ -85,6 +85,12 @@ def apply(module: torch.nn.Module, paths: FastPaths, compile_backend="inductor")
     else:
         unfuse(module)
         refresh = None
+    if paths.compile:
+        # inductor's on-disk cache (kernels and graphs) outlives the process: a restarted server
+        # compiles in seconds instead of minutes. Its default lives under /tmp; keep it with the
+        # user's caches unless the caller chose a place.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(
+            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "step1x3d", "inductor"))
     compiled = torch.compile(eager, dynamic=False, backend=compile_backend) if paths.compile else eager
     timesteps: dict[tuple[int, torch.device], torch.Tensor] = {}
 
