@@ -136,7 +136,7 @@ class Step1X3DEngine:
             return Shape(*load_mesh(spec.mesh), prepared, plan, {})
         with _on(plan.geometry_device):
             pipe = self._geometry(cache, s["model"])
-            fast.apply(pipe.denoiser, fast.FastPaths.from_env())
+            accelerate(pipe.denoiser, plan)
             options = GeometryOptions.from_settings(s)
             if s["texture"]:
                 options.face_budget = None  # the texture stage decimates in a worker, overlapping the denoising
@@ -167,7 +167,7 @@ class Step1X3DEngine:
         meta["texture_device"] = device
         with _on(device):
             stage = self._texture(self.cache, device)
-            fast.apply(stage.pipeline.unet, fast.FastPaths.from_env())
+            accelerate(stage.pipeline.unet, shape.plan)
             rgb = np.asarray(shape.image.rgb.convert("RGB"))
             alpha = np.asarray(shape.image.alpha, np.float32) / 255.0
             textured = stage.run(ctx, shape.vertices, shape.faces, rgb, alpha)  # emits the `views` artifact itself
@@ -186,6 +186,18 @@ class Shape:
     image: "PreparedImage"
     plan: DevicePlan
     timings: dict[str, float]
+
+
+def accelerate(network: torch.nn.Module, plan: DevicePlan) -> None:
+    """The opt-in fast paths on a denoising network, and under the split plan its guidance halves
+    on two GPUs (the replica on the second gets the same fast paths). Idempotent per job."""
+    paths = fast.FastPaths.from_env()
+    fast.apply(network, paths)
+    if plan.kind == "split":
+        from backend.runtime.cfg_split import split_cfg
+
+        split_cfg(network, plan.cfg_device)
+        fast.apply(network._cfg_split.twin, paths)
 
 
 def _on(device: str):
