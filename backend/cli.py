@@ -43,9 +43,12 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("device plan (step1x3d engine)")
     group.add_argument("--plan", choices=PLANS, default="auto",
-                       help="single GPU, geometry and texture on two GPUs (multi), or cpu; auto picks by GPU count")
+                       help="single GPU; two GPUs: multi (geometry and texture apart, jobs pipelined: throughput of "
+                            "many jobs) or split (each guided step halved across them: latency of one job); cpu; "
+                            "auto picks by GPU count")
     group.add_argument("--geometry-gpu", type=int, help="CUDA index for the geometry stage")
-    group.add_argument("--texture-gpu", type=int, help="CUDA index for the texture stage (multi)")
+    group.add_argument("--texture-gpu", type=int, help="CUDA index for the texture stage (multi) or the second "
+                                                       "half of each guided step (split)")
     group.add_argument("--offload", choices=OFFLOAD, default="auto",
                        help="single plan: keep both stages resident when they fit (auto), else move idle models "
                             "to host memory (cpu) or free them (release); none never offloads")
