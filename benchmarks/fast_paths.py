@@ -90,12 +90,20 @@ def dit_case(device: torch.device):
 
 
 @torch.no_grad()
-def measure(name: str, make, variants: list[str], repeats: int, device: torch.device) -> list[tuple]:
+def measure(name: str, make, variants: list[str], repeats: int, device: torch.device,
+            split_device: str = "") -> list[tuple]:
+    """`split` in a variant (last: it stays installed) halves each guided call onto `split_device`."""
     module, call = make()
     rows, ref = [], None
     for variant in variants:
-        paths = fast.FastPaths.parse("" if variant == "eager" else variant)
+        words = [w for w in variant.split(",") if w not in ("eager", "split")]
+        paths = fast.FastPaths.parse(",".join(words))
         fast.apply(module, paths)
+        if "split" in variant:
+            from backend.runtime.cfg_split import split_cfg
+
+            split_cfg(module, split_device)
+            fast.apply(module._cfg_split.twin, paths)
         cold = float("nan")
         if paths.compile:
             torch._dynamo.reset()
@@ -115,7 +123,6 @@ def measure(name: str, make, variants: list[str], repeats: int, device: torch.de
         rows.append((name, variant, timing.ms(), f"{cold:.1f}", f"{second * 1e3:.1f}", f"{rel_err(out, ref):.2e}",
                      f"{cosine(out, ref):.6f}", f"{probe.peak.reserved:.2f}", f"{probe.peak.device_used:.2f}"))
         print(*rows[-1], sep="  ", flush=True)
-    fast.apply(module, fast.FastPaths())
     del module
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -129,16 +136,19 @@ def main() -> None:
     parser.add_argument("--dit-variants", default="eager,cudnn,flash,compile,compile+cudnn")
     parser.add_argument("--latent", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--split-device", default="cuda:1", help="the second device of `split` variants")
     args = parser.parse_args()
     idle_device_bytes()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     if args.only in ("unet", "both"):
         rows += measure("texture UNet step, batch 12", lambda: unet_case(device, args.latent),
-                        [v.replace("+", ",") for v in args.unet_variants.split(",")], args.repeats, device)
+                        [v.replace("+", ",") for v in args.unet_variants.split(",")], args.repeats, device,
+                        args.split_device)
     if args.only in ("dit", "both"):
         rows += measure("geometry DiT step, batch 2", lambda: dit_case(device),
-                        [v.replace("+", ",") for v in args.dit_variants.split(",")], args.repeats, device)
+                        [v.replace("+", ",") for v in args.dit_variants.split(",")], args.repeats, device,
+                        args.split_device)
     print_table("Fast paths against the eager path (same inputs; error and cosine vs the first variant)", rows,
                 ("network", "variant", "ms min / median / max", "first call s (compile)", "next job's first call ms (UNet: + its reference pass)",
                  "rel. error", "cosine", "reserved GiB", "device used GiB"))
