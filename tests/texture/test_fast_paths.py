@@ -15,18 +15,11 @@ from backend.runtime import fast
 from backend.texture.fused_projections import FusedMVAttnProcessor, fuse_projections
 from backend.texture.mv_attention import MVCall, ReferenceCache
 from backend.texture.mv_pipeline import MultiViewPipeline
+from benchmarks.fast_paths import cosine, rel_err
 from shared.errors import BackendError
 from tests.texture.tiny_weights import TEXT_WIDTH, adapter_state, tiny_unet, write_tiny_weights
 
 SIZE = 8
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0).item()
 
 
 def adapted_unet() -> torch.nn.Module:
