@@ -105,7 +105,7 @@ def time_calls(fn: Callable[[], object], repeats: int = 3, warmup: int = 1, devi
     return Timing(times)
 
 
-def _device_used_reader(index: int) -> tuple[str, Callable[[], int]] | None:
+def device_used_reader(index: int) -> tuple[str, Callable[[], int]] | None:
     """A reader of the device's used bytes: NVML (whole device) when nvidia-ml-py is present, else
     cudaMemGetInfo (total - free, the same quantity seen from this process's context)."""
     try:
@@ -154,7 +154,7 @@ def idle_device_bytes(index: int = 0) -> int:
     """The device's used bytes before this process creates its CUDA context. Call it first thing in a
     benchmark; once a context exists it only returns the remembered value (or 0 if never read)."""
     if index not in _IDLE:
-        reader = _device_used_reader(index) if _nvml_only() else None
+        reader = device_used_reader(index) if _nvml_only() else None
         _IDLE[index] = reader[1]() if reader else 0
     return _IDLE[index]
 
@@ -185,7 +185,7 @@ class MemoryProbe:
         if torch.cuda.is_available():
             torch.cuda.synchronize(self.index)
             torch.cuda.reset_peak_memory_stats(self.index)
-            self._reader = _device_used_reader(self.index)
+            self._reader = device_used_reader(self.index)
         if self._reader:
             self._max = self._reader[1]()
             self._thread = threading.Thread(target=self._sample, daemon=True)

@@ -31,7 +31,7 @@ from backend.engines import step1x3d
 from backend.jobs import make_spec
 from backend.runtime import devices
 from backend.runtime.plan import MARGIN_GB, geometry_peak_gb, texture_peak_gb
-from benchmarks.common import GIB, _device_used_reader, idle_device_bytes, print_table
+from benchmarks.common import GIB, device_used_reader, idle_device_bytes, print_table
 from benchmarks.geometry import input_image
 from benchmarks.pipeline import RandomWeightsEngine
 from shared.errors import BackendError
@@ -47,7 +47,7 @@ class StagePeaks:
         self.stage = "preprocess"
         self.device: dict[str, int] = {}
         self.reserved: dict[str, int] = {}
-        reader = _device_used_reader(0)
+        reader = device_used_reader(0)
         self.source, self.read = reader if reader else ("none", lambda: 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -90,7 +90,7 @@ def emulate_card(card_gib: float, idle: int, plan_free_gib: float = 0.0) -> floa
     torch.zeros(1, device="cuda")
     torch.ones(8, 8, device="cuda") @ torch.ones(8, 8, device="cuda")  # cuBLAS handle + workspace
     torch.cuda.synchronize()
-    reader = _device_used_reader(0)
+    reader = device_used_reader(0)
     context = (reader[1]() - idle) if reader else 0
     free, total = torch.cuda.mem_get_info(0)
     card = int(card_gib * GIB)
