@@ -7,7 +7,7 @@ from pathlib import Path
 import bpy
 
 from ..core import history, schema
-from . import prefs
+from . import cutout, prefs
 from .props import values
 from .runtime import RUNTIME
 
@@ -34,7 +34,7 @@ class STEP1X3D_PT_main(_Sidebar, bpy.types.Panel):
         layout = self.layout
         props = context.scene.step1x3d
         _draw_backend(layout, context)
-        _draw_image(layout, props)
+        _draw_image(layout, context, props)
 
         col = layout.column(align=True)
         col.scale_y = 1.4
@@ -71,16 +71,13 @@ def _draw_backend(layout, context) -> None:
         prefs.wrapped(layout.box(), RUNTIME.session.problem, _chars(context) - 4, icon="ERROR")
 
 
-def _draw_image(layout, props) -> None:
+def _draw_image(layout, context, props) -> None:
     layout.row().prop(props, "image_source", expand=True)
     if props.image_source == "FILE":
         layout.prop(props, "image_path", text="")
-        path = bpy.path.abspath(props.image_path) if props.image_path else ""
-        icon = RUNTIME.thumbnail(path) if path and Path(path).is_file() else 0
-        if icon:
-            layout.template_icon(icon_value=icon, scale=7.0)
     else:
         layout.template_ID_preview(props, "image", open="image.open", rows=3, cols=6)
+    cutout.draw(layout, context, props, RUNTIME, _chars(context) - 4)  # the cut-out the models will see
 
 
 def _draw_stage(stage: str):

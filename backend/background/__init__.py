@@ -18,12 +18,13 @@ from .cutout import Cutout
 from .grabcut import grabcut_cutout
 from .model import DOWNLOAD_HINT, download_model, load_remover, model_path, remover_model_files
 
-__all__ = ["Cutout", "Remover", "MODES", "default_remover", "cutout", "check_coverage", "remover_model_files",
+__all__ = ["Cutout", "Remover", "MODES", "REMOVER_COMPONENT", "default_remover", "cutout", "check_coverage", "remover_model_files",
            "download_model"]
 
 # A remover maps an (H, W, 4) uint8 RGBA image to a Cutout (or, for simple callers, an (H, W) alpha).
 Remover = Callable[[np.ndarray], Union[Cutout, np.ndarray]]
 MODES = ("auto", "always", "never")
+REMOVER_COMPONENT = "background-remover"  # its name for `python -m backend download`
 MIN_FOREGROUND = 0.002  # share of the frame below which the image holds no object
 MAX_FOREGROUND = 0.995  # share above which there is no background left to separate
 CONFIDENT = 0.5
