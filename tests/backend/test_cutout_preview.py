@@ -78,10 +78,10 @@ def test_server_answers_prepare_image(backend, photo, tmp_path):  # noqa: F811
     assert bad.kind == "error" and bad.get("code") == "input_not_found" and "nope.png" in bad.get("message")
 
 
-@pytest.mark.parametrize("scene", ["silhouette_3pct", "wall_floor", "rug_cat", "touching_edge"])
+@pytest.mark.parametrize("scene", ["silhouette_3pct", "wall_floor", "rug_cat"])
 def test_photos_and_silhouettes_give_a_textured_glb_on_cpu(tmp_path, scene):
     """Refused before the background remover (`foreground_fills_frame`); now a textured GLB."""
-    rgb, mask = photo_scene(scene, 256)
+    rgb, mask = photo_scene(scene, 200)
     path = tmp_path / f"{scene}.jpg"
     Image.fromarray(rgb).save(path, quality=92)
     result, stages = _generate(tmp_path, path, texture_resolution=256, face_count=3000)
