@@ -61,6 +61,17 @@ def scene_studio_shadow(size: int, rng):
     return _finish(img, rng), obj
 
 
+def scene_cast_shadow(size: int, rng):
+    """A brown object throwing a long, half-dark shadow across a light floor."""
+    r, c = _grid(size)
+    bg = (240 - 20 * r)[..., None] * np.ones(3)
+    obj = _ellipse(r, c, 0.45, 0.45, 0.28, 0.2)
+    shadow = _blur(_ellipse(r, c, 0.62, 0.62, 0.2, 0.22).astype(np.float64), 0.02 * size)
+    img = bg * (1.0 - 0.5 * shadow[..., None])
+    img = np.where(obj[..., None], np.array([150, 120, 100]) * (0.8 + 0.3 * r)[..., None], img)
+    return _finish(img, rng), obj
+
+
 def scene_silhouette(size: int, rng):
     """A black silhouette on white with a ~3% margin to the frame."""
     r, c = _grid(size)
@@ -149,6 +160,7 @@ def scene_clutter(size: int, rng):
 
 PHOTO_SCENES = {
     "studio_shadow": scene_studio_shadow,
+    "cast_shadow": scene_cast_shadow,
     "silhouette_3pct": scene_silhouette,
     "light_on_dark": scene_light_on_dark,
     "wood_table": scene_wood_table,
@@ -162,3 +174,31 @@ PHOTO_SCENES = {
 def photo_scene(name: str, size: int = 384, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(RGB uint8, boolean object mask) of one named scene."""
     return PHOTO_SCENES[name](size, np.random.default_rng(seed))
+
+
+# ---- a stand-in for the BiRefNet ONNX file (no weights can be downloaded in tests) -------------
+
+def write_tiny_birefnet(folder, side: int = 1024):
+    """An ONNX model with BiRefNet's signature: (1, 3, S, S) ImageNet-normalised RGB in, (1, 1, S, S)
+    logits out. Its logit is a 1x1 convolution: 10 - 20 * brightness, so dark things are the object."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from backend.background import model as remover_model
+
+    mean, std = np.array(remover_model.MEAN), np.array(remover_model.STD)
+    # brightness = mean over channels of (x * std + mean), x the normalised input
+    weight = (-20.0 / 3.0 * std).reshape(1, 3, 1, 1).astype(np.float32)
+    bias = np.array([10.0 - 20.0 / 3.0 * mean.sum()], np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input_image", "w", "b"], ["output_image"])], "tiny_birefnet",
+        [helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("output_image", TensorProto.FLOAT, [1, 1, side, side])],
+        [helper.make_tensor("w", TensorProto.FLOAT, weight.shape, weight.ravel()),
+         helper.make_tensor("b", TensorProto.FLOAT, bias.shape, bias)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    path = folder / remover_model.MODEL_FILE
+    onnx.save(proto, str(path))
+    return path

@@ -10,37 +10,13 @@ from backend.geometry.image_prep import prepare_image
 from backend.imaging import foreground, load_image
 from shared.errors import BackendError
 
-from .synth import PHOTO_SCENES, photo_scene
+from .synth import PHOTO_SCENES, photo_scene, write_tiny_birefnet
 
-SIDE = 1024  # the real BiRefNet session's input side
+SIDE = 1024  # the real BiRefNet session's input side (write_tiny_birefnet's default)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
-
-
-def write_tiny_birefnet(folder, side: int = SIDE):
-    """An ONNX model with BiRefNet's signature: (1, 3, S, S) ImageNet-normalised RGB in, (1, 1, S, S)
-    logits out. Its logit is a 1x1 convolution: 10 - 20 * brightness, so dark things are the object."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    mean, std = np.array(remover_model.MEAN), np.array(remover_model.STD)
-    # brightness = mean over channels of (x * std + mean), x the normalised input
-    weight = (-20.0 / 3.0 * std).reshape(1, 3, 1, 1).astype(np.float32)
-    bias = np.array([10.0 - 20.0 / 3.0 * mean.sum()], np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["input_image", "w", "b"], ["output_image"])], "tiny_birefnet",
-        [helper.make_tensor_value_info("input_image", TensorProto.FLOAT, [1, 3, side, side])],
-        [helper.make_tensor_value_info("output_image", TensorProto.FLOAT, [1, 1, side, side])],
-        [helper.make_tensor("w", TensorProto.FLOAT, weight.shape, weight.ravel()),
-         helper.make_tensor("b", TensorProto.FLOAT, bias.shape, bias)])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    onnx.checker.check_model(proto)
-    path = folder / remover_model.MODEL_FILE
-    onnx.save(proto, str(path))
-    return path
 
 
 @pytest.fixture
@@ -91,7 +67,8 @@ def test_model_path_end_to_end_on_a_tiny_onnx_model(tiny_model):
 def test_model_sees_an_empty_image_as_empty(tiny_model, tmp_path):
     """No min-max stretch: a blank photo is empty, not noise blown up into a mask."""
     path = tmp_path / "blank.png"
-    Image.new("RGB", (200, 120), (240, 240, 240)).save(path)
+    wall = np.linspace(232, 248, 200)[None, :, None] * np.ones((120, 1, 3))  # a lit wall: a faint gradient
+    Image.fromarray(wall.astype(np.uint8)).save(path)
     with pytest.raises(BackendError) as info:
         foreground(load_image(path), "always")
     assert info.value.code == "empty_foreground" and str(path) in info.value.message
