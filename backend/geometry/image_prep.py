@@ -82,8 +82,8 @@ def recentre(rgba: np.ndarray, alpha: np.ndarray, foreground_ratio: float = 0.95
     backdrop = Image.new("RGBA", (width, height), (*background, 255))
     obj = Image.alpha_composite(backdrop, rgba_img).crop(bbox).resize(size, Image.Resampling.BICUBIC)
     mask = alpha_img.crop(bbox).resize(size, Image.Resampling.BICUBIC)
-    # premultiplied, so the colour under transparent pixels never bleeds into the edge
-    cut = rgba_img.convert("RGBa").crop(bbox).resize(size, Image.Resampling.BICUBIC).convert("RGBA")
+    # Pillow resamples RGBA premultiplied: the colour under transparent pixels never bleeds into the edge
+    cut = rgba_img.crop(bbox).resize(size, Image.Resampling.BICUBIC)
 
     side = max(width, height)
     canvas = Image.new("RGB", (side, side), tuple(background))
