@@ -121,7 +121,8 @@ def test_framing_matches_a_float_reference_of_the_release(shape, ratio, seed):
     cy, cx = rng.uniform(0.3, 0.6) * h / max(h, w), rng.uniform(0.3, 0.6) * w / max(h, w)
     ry, rx = rng.uniform(0.1, 0.25), rng.uniform(0.1, 0.25)
     hard = (((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1).astype(np.float64)
-    alpha = np.clip(ndimage.gaussian_filter(hard, 1.0) * 255 + 0.5, 0, 255).astype(np.uint8)  # soft edge
+    soft = ndimage.gaussian_filter(hard, 1.0) if seed % 2 else hard  # soft and hard edges
+    alpha = np.clip(soft * 255 + 0.5, 0, 255).astype(np.uint8)
     colour = np.stack([200 * rows + 40, 180 * cols + 50, 120 + 60 * np.sin(rows * 9)], -1)
     rgba = np.dstack([np.clip(colour, 0, 255).astype(np.uint8), alpha])
     rgba[alpha == 0, :3] = (0, 255, 0)  # garbage under transparency must not show anywhere
@@ -145,5 +146,6 @@ def test_framing_matches_a_float_reference_of_the_release(shape, ratio, seed):
     assert (np.asarray(prep.alpha)[outside] == 0).all()
     cut = np.asarray(prep.rgba, np.float64) / 255.0
     assert np.array_equal(cut[..., 3], got_a)
-    solid = ref_a > 0.5
-    assert np.abs(cut[..., :3] - ref_straight)[solid].mean() < 0.02, "straight colour, no white or garbage fringe"
+    edge = (ref_a > 0.3) & (ref_a < 0.98)  # where a fringe would show
+    err = np.abs(cut[..., :3] - ref_straight)[edge].mean()
+    assert err < 0.03, f"straight colour, no white or garbage fringe at the edge ({err:.3f})"
