@@ -24,8 +24,8 @@ class PreparedImage:
     rgb: Image.Image  # square, object composited on the background colour: what the encoders see
     alpha: Image.Image  # square "L" mask of the object, zero in the padding
     alpha_source: str  # "file", "remover" or "none"
-    rgba: Image.Image | None = None  # the same framing, straight colour with alpha: the cut-out
-    cutout: Cutout | None = None  # the remover's answer on the original frame (method, confidence, note)
+    rgba: Image.Image  # the same framing, straight colour with alpha: the cut-out
+    cutout: Cutout  # the remover's answer on the original frame (method, confidence, note)
 
     @property
     def foreground_ratio(self) -> float:

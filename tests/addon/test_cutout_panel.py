@@ -12,38 +12,24 @@ from addon.blender import panel, cutout
 prefs.backend_dir = {root!r}
 props = bpy.context.scene.step1x3d
 
-class Rec:
-    def __init__(self, log):
-        object.__setattr__(self, "log", log)
-    def __getattr__(self, name):
-        def call(*args, **kw):
-            self.log.append((name, args, kw))
-            return Rec(self.log)
-        return call
-    def __setattr__(self, name, value):
-        self.log.append(("set", name, value))
+from types import SimpleNamespace
+from unittest import mock
 
-class FakePanel:
-    def __init__(self):
-        self.layout = Rec([])
-
-def draw():
-    fake = FakePanel()
+def draw():  # the main panel into a recording layout: the label texts drawn, at any depth
+    fake = SimpleNamespace(layout=mock.MagicMock())
     panel.STEP1X3D_PT_main.draw(fake, bpy.context)
-    log = fake.layout.log
-    return ([kw.get("text") for name, args, kw in log if name == "label"],
-            [kw.get("icon_value") for name, args, kw in log if name == "template_icon"])
+    return [c.kwargs.get("text") for c in fake.layout.mock_calls if c[0].split(".")[-1] == "label"]
 
 props.image_path = {photo!r}
 props.foreground_ratio = 0.85
-first_labels, first_icons = draw()  # picked: the cut-out starts, the picture itself shows meanwhile
+first_labels = draw()  # picked: the cut-out starts, the picture itself shows meanwhile
 cutout.CUTOUTS.wait()
-labels, icons = draw()
+labels = draw()
 entries = list(cutout.CUTOUTS._entries.values())
 props.image_path = {noise!r}  # a photo the fallback cannot separate: the panel says why
 draw()
 cutout.CUTOUTS.wait()
-bad_labels, _ = draw()
+bad_labels = draw()
 result(first=first_labels, labels=labels, bad=bad_labels, state=[e.state for e in entries],
        checker=entries[0].checker, cut=entries[0].cutout, ratio=entries[0].ratio, method=entries[0].method,
        thumbnails=list(RUNTIME._previews.keys()), state_backend=RUNTIME.state)
