@@ -87,6 +87,7 @@ def test_photos_and_silhouettes_give_a_textured_glb_on_cpu(tmp_path, scene):
     result, stages = _generate(tmp_path, path, texture_resolution=256, face_count=3000)
     mesh, texture = load_textured(result.path)
     assert result.metadata["textured"] and texture is not None and len(mesh.faces) > 100
+    assert result.metadata["background"]["method"] == "grabcut"
     extent = mesh.vertices.max(0) - mesh.vertices.min(0)
     rows, cols = np.nonzero(mask)
     aspect = (np.ptp(cols) + 1) / (np.ptp(rows) + 1)

@@ -63,8 +63,6 @@ class PreviewEngine:
         image = load_image(spec.image)
         cut = foreground(image, s["remove_background"])
         alpha = cut.alpha
-        if cut.note:
-            ctx.step("preprocess", 0, STEPS, cut.note)
 
         ctx.step("geometry", 1, STEPS, "inflating the silhouette")
         shape = inflate(alpha)
@@ -96,4 +94,5 @@ class PreviewEngine:
         ctx.step("export", STEPS, STEPS, "done")
         return JobResult(spec.output, {"engine": self.name, "faces": int(len(mesh.faces)),
                                        "vertices": int(len(mesh.vertices)), "textured": texture is not None,
-                                       "texture_resolution": tex_size if texture is not None else 0})
+                                       "texture_resolution": tex_size if texture is not None else 0,
+                                       "background": {"method": cut.method, "confidence": cut.confidence}})
