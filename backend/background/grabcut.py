@@ -166,8 +166,11 @@ def grabcut_cutout(rgba: np.ndarray) -> Cutout:
     _grabcut(small, mask, ITERATIONS)
     fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
     kept = _keep_object_parts(fg)
-    if (fg & ~kept).any():  # clutter away from the border: teach the background model its colours, cut again
-        mask[fg & ~kept] = cv2.GC_BGD
+    clutter = fg & ~kept
+    if clutter.any():  # clutter away from the border: its colours are background too, also where it touches the object
+        clutter_centres, _ = _border_model(features[clutter], 3)
+        mask[kept & (_distance(features, clutter_centres) / floor < 1.0)] = cv2.GC_PR_BGD
+        mask[clutter] = cv2.GC_BGD
         _grabcut(small, mask, REFINE_ITERATIONS)
         kept = _keep_object_parts((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD))
     fg = _fill_small_holes(kept)
