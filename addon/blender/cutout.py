@@ -68,9 +68,6 @@ class Cutouts:
             thread.join(timeout)
         self._threads = [t for t in self._threads if t.is_alive()]
 
-    def clear(self) -> None:
-        self._entries.clear()
-
 
 def _prepare(config, path: str, settings: dict, entry: Preview, key: tuple) -> None:
     """Worker thread: run the backend's prepare-image and fill `entry` (no Blender data touched)."""
