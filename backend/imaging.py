@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
 from backend.background import Cutout, Remover, check_coverage, cutout
 from shared.errors import BackendError
 

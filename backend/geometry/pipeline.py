@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from backend.background import Remover
 from backend.context import JobContext
 from backend.mesh.clean import clean
 from backend.mesh.decimate import decimate
@@ -27,8 +28,6 @@ from shared.errors import BackendError
 
 from .conditioners import DinoClipEncoder, DinoEncoder, LabelEncoder, ShapeLabels
 from .dit import GeometryDenoiser
-from backend.background import Remover
-
 from .image_prep import PreparedImage, prepare_image
 from .loading import read_model_index, resolve_folder
 from .marching import marching_cubes
