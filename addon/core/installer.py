@@ -443,21 +443,22 @@ class Installer:
         if not python.exists():
             return False
         code = run_lines([str(python), "-c", "import sys; print(sys.version)"], lambda _l: None,
-                         cancel=self.cancel_event, log=log, env=self.plan.environment())
+                         cancel=self.cancel_event, log=log, env=self.plan.environment(), cwd=str(self.plan.bundle))
         return code == 0
 
     def _run_step(self, step: Step, log) -> None:
-        env = self.plan.environment()
+        """In the bundle folder: `-m backend` must find the bundle's backend, not one in Blender's cwd."""
+        env, cwd = self.plan.environment(), str(self.plan.bundle)
         if step.pip:
             report = self.plan.layout.root / f"{step.name}-report.json"
             report.unlink(missing_ok=True)
             code = run_lines([*step.argv, "--dry-run", "--quiet", "--report", str(report)], self._remember,
-                             cancel=self.cancel_event, log=log, env=env)
+                             cancel=self.cancel_event, log=log, env=env, cwd=cwd)
             if code != 0:
                 raise InstallError(self._failure(step, code))
             with self._lock:
                 self._progress.expected = expected_packages(report)
-        code = run_lines(step.argv, self._on_line, cancel=self.cancel_event, log=log, env=env)
+        code = run_lines(step.argv, self._on_line, cancel=self.cancel_event, log=log, env=env, cwd=cwd)
         if code != 0:
             raise InstallError(self._failure(step, code))
 

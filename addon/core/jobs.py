@@ -157,7 +157,7 @@ class Job:
         elif kind == "progress":
             self.stage, self.step, self.total = msg.get("stage"), msg.get("step"), msg.get("total")
             self.message = msg.get("message", "")
-            self.clock.observe(self.stage, time.monotonic())
+            self.clock.observe(self.stage, time.monotonic(), self.step or 0)
             if self.state != CANCELLING:
                 self.state = RUNNING
         elif kind == "artifact":

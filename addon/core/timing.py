@@ -29,16 +29,17 @@ class StageClock:
     started: float = 0.0
     stage: str = ""
     stage_started: float = 0.0
+    first_step: int = 0  # the step the stage started at: some engines count steps across the whole job
     finished: list[tuple[str, float]] = field(default_factory=list)  # (stage, seconds) in order
 
-    def observe(self, stage: str, now: float) -> None:
+    def observe(self, stage: str, now: float, step: int = 0) -> None:
         if not self.started:
             self.started = now
         if stage == self.stage:
             return
         if self.stage:
             self.finished.append((self.stage, now - self.stage_started))
-        self.stage, self.stage_started = stage, now
+        self.stage, self.stage_started, self.first_step = stage, now, step
 
     def elapsed(self, now: float) -> float:
         return now - self.started if self.started else 0.0
@@ -56,7 +57,8 @@ def fraction(engine: str, clock: StageClock, step: int, total: int, now: float) 
     scale = min(20.0, max(0.25, actual_done / expected_done)) if expected_done > 0 and actual_done > 0 else 1.0
     done = sum(table.get(name, 0.0) for name in seen if name != clock.stage)  # export comes twice
     weight = table.get(clock.stage, 0.0)
-    by_steps = step / total if total > 0 else 0.0
+    span = total - clock.first_step
+    by_steps = (step - clock.first_step) / span if span > 0 else 0.0
     by_time = (now - clock.stage_started) / (weight * scale) if weight > 0 else 0.0
     inside = min(INSIDE_CAP, max(by_steps, by_time))
     return max(0.0, min(1.0, (done + weight * inside) / full))
