@@ -25,6 +25,11 @@ from typing import Callable
 from .lines import Cancelled, run_lines
 
 PIP_PIN = "pip==26.3"  # first pip with a stable `--progress-bar raw` and install reports we rely on
+# A Python without ensurepip (Debian's python3 without python3-venv, which Debian's Blender uses)
+# makes the venv without pip; pip then comes as this wheel from the package index, checked by hash.
+PIP_WHEEL = "pip-26.3-py3-none-any.whl"
+PIP_WHEEL_SHA256 = "f3b60b20ffaadd4415ed7957212a38ac63fa4c5fa375bd0f4a797777940fad13"
+SIMPLE_INDEX = "https://pypi.org/simple/pip/"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 CUDA_INDEX = "https://download.pytorch.org/whl/cu128"  # Windows only: PyPI's Windows torch is CPU-only
 STATE_VERSION = 1
@@ -319,16 +324,21 @@ class Plan:
     machine: Machine
     torch: TorchChoice
 
-    def steps(self) -> list[Step]:
+    def steps(self, ensurepip: bool = True) -> list[Step]:
+        """`ensurepip=False`: the base Python cannot put pip into a venv; pip comes from its wheel
+        (downloaded by `fetch_pip_wheel` into the environment's folder first)."""
         python = str(self.layout.python(self.machine.system))
         pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
         fetch = [*pip, "--progress-bar", "raw", "--only-binary=:all:"]
         torch = [*fetch, pinned_torch(self.requirements)]
         if self.torch.index:
             torch += ["--extra-index-url", self.torch.index]
+        wheel = str(self.layout.root / PIP_WHEEL)
+        venv = [self.base_python, "-m", "venv", *([] if ensurepip else ["--without-pip"]), str(self.layout.venv)]
         return [
-            Step("venv", [self.base_python, "-m", "venv", str(self.layout.venv)]),
-            Step("pip", [*pip, "--upgrade", PIP_PIN]),
+            Step("venv", venv),
+            Step("pip", [*pip, "--upgrade", PIP_PIN] if ensurepip else
+                 [python, f"{wheel}/pip", "install", "--disable-pip-version-check", "--no-index", wheel]),
             Step("torch", torch, pip=True),
             Step("requirements", [*fetch, "-r", str(self.requirements)], pip=True),
             Step("verify", [python, "-m", "backend", "info"]),
@@ -409,13 +419,18 @@ class Installer:
                 log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} install ({plan.torch.reason})\n")
                 if repair or not self._venv_runs(log):
                     shutil.rmtree(layout.venv, ignore_errors=True)
-                for step in plan.steps():
+                ensurepip = run_lines([plan.base_python, "-c", "import ensurepip"], self._remember,
+                                      cancel=self.cancel_event, log=log, env=plan.environment()) == 0
+                for step in plan.steps(ensurepip):
                     if step.name == "venv" and self._venv_runs(log):
                         continue
                     state.phase = step.name
                     state.save(layout.state_file)
                     with self._lock:
                         self._step, self._progress = step.name, PipProgress()
+                    if step.name == "pip" and not ensurepip:
+                        log.write(f"no ensurepip in {plan.base_python}: pip comes from {SIMPLE_INDEX}\n")
+                        fetch_pip_wheel(layout.root / PIP_WHEEL, self.cancel_event)
                     self._run_step(step, log)
                 state.phase, state.error = READY, ""
                 return self._end(state, READY, "The backend is installed")
@@ -473,14 +488,41 @@ class Installer:
     def _failure(self, step: Step, code: int) -> str:
         errors = [line for line in self.tail if line.startswith("ERROR:") or "Error" in line]
         detail = (errors or self.tail or ["no output"])[-1]
-        if step.name == "venv" and "ensurepip" in " ".join(self.tail):
-            detail = ("this Python cannot create environments with pip (on Debian/Ubuntu install the "
-                      "python3-venv package)")
         return f"{STEP_LABELS[step.name]} failed (exit code {code}): {detail}"
 
 
 class InstallError(Exception):
     pass
+
+
+def fetch_pip_wheel(target: Path, cancel: threading.Event, index: str = SIMPLE_INDEX, timeout: float = 60.0) -> None:
+    """The pinned pip wheel from the index's simple page (PEP 503), checked against its pinned
+    hash before it is kept; raises InstallError or Cancelled."""
+    import urllib.parse
+    import urllib.request
+
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == PIP_WHEEL_SHA256:
+        return
+    try:
+        with urllib.request.urlopen(index, timeout=timeout) as page:
+            html = page.read().decode("utf-8", "replace")
+        match = re.search(r'href="([^"]*/' + re.escape(PIP_WHEEL) + r')(?:#[^"]*)?"', html)
+        if match is None:
+            raise InstallError(f"{PIP_WHEEL} is not listed on {index}")
+        url = urllib.parse.urljoin(index, match.group(1))
+        digest, partial = hashlib.sha256(), target.with_name(target.name + ".part")
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+            while chunk := response.read(1 << 16):
+                if cancel.is_set():
+                    raise Cancelled()
+                digest.update(chunk)
+                out.write(chunk)
+    except OSError as err:
+        raise InstallError(f"could not download pip from {index}: {err}") from None
+    if digest.hexdigest() != PIP_WHEEL_SHA256:
+        partial.unlink(missing_ok=True)
+        raise InstallError(f"{PIP_WHEEL} from {url} does not match its pinned hash")
+    os.replace(partial, target)
 
 
 def base_python() -> str:

@@ -174,3 +174,37 @@ def test_real_install_cancel_then_resume(tmp_path):
     log = plan.layout.log_file.read_text()
     assert log.count("=== ") == 2 and "--report" in log
     assert json.loads(plan.layout.state_file.read_text())["phase"] == "ready"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in base Python is a shell script")
+def test_without_ensurepip_pip_comes_from_its_wheel(tmp_path):
+    """Debian's python3 without python3-venv has no ensurepip (and the user no admin rights to add
+    it): the venv is made without pip and pip is installed from its hash-checked wheel."""
+    base = tmp_path / "python-without-ensurepip"
+    base.write_text(f"""#!/bin/sh
+if [ "$1" = "-c" ] && [ "$2" = "import ensurepip" ]; then exit 1; fi
+exec {sys.executable} "$@"
+""")
+    base.chmod(0o755)
+    bundle = install_as_backend(tmp_path / "bundle")
+    reqs = bundle / "requirements.txt"
+    reqs.write_text("six==1.17.0\n")
+    machine = Machine("Linux", True)
+    plan = Plan(Layout(tmp_path / "env"), reqs, bundle, str(base), machine, choose_torch(machine, "cuda"))
+    steps = {s.name: s.argv for s in plan.steps(ensurepip=False)}
+    assert "--without-pip" in steps["venv"] and steps["pip"][1].endswith(installer.PIP_WHEEL + "/pip")
+    original = installer.pinned_torch
+    installer.pinned_torch = lambda path: "tomli==2.2.1"
+    try:
+        run = installer.Installer(plan)
+        assert run.run() == installer.READY, run.snapshot().message + "\n" + "\n".join(run.tail[-20:])
+    finally:
+        installer.pinned_torch = original
+    import hashlib
+    import subprocess
+
+    wheel = plan.layout.root / installer.PIP_WHEEL
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == installer.PIP_WHEEL_SHA256
+    out = subprocess.run([str(plan.layout.python()), "-m", "pip", "--version"], capture_output=True, text=True)
+    assert out.stdout.startswith("pip 26.3 "), out.stderr
+    assert "no ensurepip" in plan.layout.log_file.read_text()

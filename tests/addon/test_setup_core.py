@@ -88,6 +88,7 @@ def test_wrap_at_words_to_the_measured_width():
     assert len(wide) > len(narrow), "the measured width decides, not a character count"
     path = wrap("missing: /home/artist/.cache/huggingface/hub/models--stepfun-ai--Step1X-3D", 150.0, measure)
     assert "".join(path[1:]) == "/home/artist/.cache/huggingface/hub/models--stepfun-ai--Step1X-3D"
+    assert len(path) > 2 and all(measure(line) <= 150.0 for line in path[1:-1]), "the path was broken up"
     assert all(line.endswith("/") for line in path[1:-1]), "a long path breaks only after a separator"
 
 
