@@ -102,16 +102,20 @@ class STEP1X3D_OT_install_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class STEP1X3D_OT_cancel_install(bpy.types.Operator):
-    """Stop the install; Install resumes it later where it stopped"""
+class STEP1X3D_OT_cancel_task(bpy.types.Operator):
+    """Stop it; pressing its button again later resumes where it stopped"""
 
-    bl_idname = "step1x3d.cancel_install"
-    bl_label = "Cancel Install"
+    bl_idname = "step1x3d.cancel_task"
+    bl_label = "Cancel"
     bl_options = {"INTERNAL"}
 
+    task: bpy.props.EnumProperty(items=[("INSTALL", "Install", ""), ("DOWNLOAD", "Download", "")],
+                                 options={"SKIP_SAVE"})
+
     def execute(self, context):
-        if RUNTIME.installer is not None:
-            RUNTIME.installer.cancel()
+        running = RUNTIME.installer if self.task == "INSTALL" else RUNTIME.download
+        if running is not None:
+            running.cancel()
         return {"FINISHED"}
 
 
@@ -168,19 +172,6 @@ class STEP1X3D_OT_download_weights(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class STEP1X3D_OT_cancel_download(bpy.types.Operator):
-    """Stop the download; Download Weights resumes it later"""
-
-    bl_idname = "step1x3d.cancel_download"
-    bl_label = "Cancel Download"
-    bl_options = {"INTERNAL"}
-
-    def execute(self, context):
-        if RUNTIME.download is not None:
-            RUNTIME.download.cancel()
-        return {"FINISHED"}
-
-
 class STEP1X3D_OT_open_network_preferences(bpy.types.Operator):
     """Open Preferences > System, where Network > Allow Online Access is"""
 
@@ -211,9 +202,8 @@ class STEP1X3D_OT_why(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (STEP1X3D_OT_install_backend, STEP1X3D_OT_cancel_install, STEP1X3D_OT_open_install_log,
-           STEP1X3D_OT_download_weights, STEP1X3D_OT_cancel_download, STEP1X3D_OT_open_network_preferences,
-           STEP1X3D_OT_why)
+CLASSES = (STEP1X3D_OT_install_backend, STEP1X3D_OT_cancel_task, STEP1X3D_OT_open_install_log,
+           STEP1X3D_OT_download_weights, STEP1X3D_OT_open_network_preferences, STEP1X3D_OT_why)
 
 
 # --- drawing ----------------------------------------------------------------------------------
@@ -234,7 +224,7 @@ def draw_install_progress(layout, context) -> bool:
     elif snap.package:
         text.label(col, context, snap.package)
     row = layout.row(align=True)
-    row.operator("step1x3d.cancel_install", icon="X")
+    row.operator("step1x3d.cancel_task", text="Cancel Install", icon="X").task = "INSTALL"
     row.operator("step1x3d.open_install_log", icon="TEXT")
     return True
 
@@ -253,7 +243,7 @@ def draw_download_progress(layout, context) -> bool:
     if snap.file:
         part = f"{human_bytes(snap.file_bytes)} of {human_bytes(snap.file_total)}" if snap.file_total else ""
         text.label(col, context, f"{snap.file} {part}".strip())
-    layout.operator("step1x3d.cancel_download", icon="X")
+    layout.operator("step1x3d.cancel_task", text="Cancel Download", icon="X").task = "DOWNLOAD"
     return True
 
 

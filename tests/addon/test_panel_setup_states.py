@@ -79,7 +79,7 @@ def test_installing_shows_progress_package_bytes_and_cancel(outcome):
     s = outcome["states"]["installing"]
     assert s["progress"] == ["Installing PyTorch · 31 %"]
     assert any("torch==2.13.0: 250.0 MB of 900.0 MB (27 %)" == label for label in s["labels"])
-    assert "step1x3d.cancel_install" in s["operators"] and "step1x3d.open_install_log" in s["operators"]
+    assert "step1x3d.cancel_task" in s["operators"] and "step1x3d.open_install_log" in s["operators"]
 
 
 def test_installed_cpu_plan_is_ready(outcome):
@@ -94,7 +94,7 @@ def test_gpu_plan_asks_for_weights_then_shows_the_download(outcome):
     assert any("CPU preview plan needs none" in (label or "") for label in s["labels"])
     d = outcome["states"]["downloading"]
     assert d["progress"] == ["Weights: 2.0 GB of 8.0 GB · 1 min 35 s left"]
-    assert "step1x3d.cancel_download" in d["operators"]
+    assert "step1x3d.cancel_task" in d["operators"]
     assert any((label or "").startswith("geometry/model.safetensors 1.0 GB of 3.0 GB") for label in d["labels"])
 
 
