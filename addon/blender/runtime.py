@@ -171,7 +171,10 @@ class Runtime:
             else:
                 self.after_download(config)
             level = "INFO" if snap.result in ("ready", "done") else "WARNING" if snap.result == "cancelled" else "ERROR"
-            self.say(level, f"{'Install Backend' if name == 'install' else 'Download Weights'}: {snap.message or snap.result}")
+            # a failed or cancelled install is what the Set up box shows: no second copy as a notice
+            quiet = name == "install" and level != "INFO"
+            self.say(level, f"{'Install Backend' if name == 'install' else 'Download Weights'}: "
+                            f"{snap.message or snap.result}", notice=not quiet)
 
     def _current_config(self) -> BackendConfig | None:
         try:
@@ -261,9 +264,10 @@ class Runtime:
         for path in meta.temp_files if meta else []:
             Path(path).unlink(missing_ok=True)
 
-    def say(self, level: str, text: str) -> None:
+    def say(self, level: str, text: str, notice: bool = True) -> None:
         """Show in the panel and in the status bar / Info editor (stdout in background mode)."""
-        self.notice = (level, text)
+        if notice:
+            self.notice = (level, text)
         if bpy.app.background:
             print(f"Step1X-3D {level}: {text}", flush=True)
             return

@@ -10,17 +10,20 @@ import blf
 
 from ..core.wrap import wrap
 
-# Pixels (at UI scale 1) a label loses to the panel's margins, a box's padding and the icon.
-PANEL_MARGIN = 34
+# Pixels (at UI scale 1) a label loses to the panel's margins, a box's padding and the text's own
+# inset, and to an icon (measured in a Blender 4.3 window: a 260 px sidebar leaves 190 px of text
+# beside an icon in a box).
+PANEL_MARGIN = 48
 ICON_WIDTH = 22
 FALLBACK_CHAR = 7.0  # per character at scale 1, only when blf cannot measure (no font loaded)
 
 
 def _scale(context) -> float:
-    try:
-        return float(context.preferences.system.ui_scale) or 1.0
-    except AttributeError:
-        return 1.0
+    """Blender's interface scale factor (resolution scale x the display's pixel density): its
+    `dpi` is 72 at scale 1; the bpy module reports ui_scale 0 without a window."""
+    system = getattr(getattr(context, "preferences", None), "system", None)
+    dpi = getattr(system, "dpi", 0) or 0
+    return dpi / 72.0 if dpi > 0 else (getattr(system, "ui_scale", 0.0) or 1.0)
 
 
 def measurer(context):

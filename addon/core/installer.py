@@ -503,15 +503,20 @@ def fetch_pip_wheel(target: Path, cancel: threading.Event, index: str = SIMPLE_I
 
     if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == PIP_WHEEL_SHA256:
         return
+    import ssl
+
+    # pip's own certificate setting (or requests'), so a proxy that pip can pass is passable here too
+    cafile = os.environ.get("PIP_CERT") or os.environ.get("REQUESTS_CA_BUNDLE") or None
+    context = ssl.create_default_context(cafile=cafile if cafile and os.path.isfile(cafile) else None)
     try:
-        with urllib.request.urlopen(index, timeout=timeout) as page:
+        with urllib.request.urlopen(index, timeout=timeout, context=context) as page:
             html = page.read().decode("utf-8", "replace")
         match = re.search(r'href="([^"]*/' + re.escape(PIP_WHEEL) + r')(?:#[^"]*)?"', html)
         if match is None:
             raise InstallError(f"{PIP_WHEEL} is not listed on {index}")
         url = urllib.parse.urljoin(index, match.group(1))
         digest, partial = hashlib.sha256(), target.with_name(target.name + ".part")
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as out:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response, open(partial, "wb") as out:
             while chunk := response.read(1 << 16):
                 if cancel.is_set():
                     raise Cancelled()
