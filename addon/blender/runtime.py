@@ -134,9 +134,9 @@ class Runtime:
         with _window_override():
             self.handle_all(outcomes)
         tasks = self._tasks_running()
-        self._finish_tasks()
+        finished = self._finish_tasks()
         signature = self._current_signature()
-        if outcomes or tasks or signature != self._signature:
+        if outcomes or tasks or finished or signature != self._signature:
             self._signature = signature
             redraw()
         pending = tasks or self.info_state == "running" or (self.session is not None and (
@@ -156,7 +156,9 @@ class Runtime:
     def _tasks_running(self) -> bool:
         return any(task is not None and task.snapshot().running for task in (self.installer, self.download))
 
-    def _finish_tasks(self) -> None:
+    def _finish_tasks(self) -> bool:
+        """Act once on an install or download that ended; True when one did (the panel must redraw)."""
+        acted = False
         for name, task in (("install", self.installer), ("download", self.download)):
             if task is None:
                 continue
@@ -165,6 +167,7 @@ class Runtime:
             if snap.running or not snap.result or self._watched.get(name) == key:
                 continue
             self._watched[name] = key
+            acted = True
             config = self._current_config()
             if name == "install":
                 self.after_install(config)
@@ -175,6 +178,7 @@ class Runtime:
             quiet = name == "install" and level != "INFO"
             self.say(level, f"{'Install Backend' if name == 'install' else 'Download Weights'}: "
                             f"{snap.message or snap.result}", notice=not quiet)
+        return acted
 
     def _current_config(self) -> BackendConfig | None:
         try:

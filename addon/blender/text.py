@@ -11,10 +11,10 @@ import blf
 from ..core.wrap import wrap
 
 # Pixels (at UI scale 1) a label loses to the panel's margins, a box's padding and the text's own
-# inset, and to an icon (measured in a Blender 4.3 window: a 260 px sidebar leaves 190 px of text
-# beside an icon in a box).
-PANEL_MARGIN = 48
-ICON_WIDTH = 22
+# inset, and to an icon: measured in a Blender 4.3 window, a 291 px sidebar at scale 1.04 drew
+# about 215 px of text in a box before clipping, and an icon moves the text 26 px right.
+PANEL_MARGIN = 74
+ICON_WIDTH = 25
 FALLBACK_CHAR = 7.0  # per character at scale 1, only when blf cannot measure (no font loaded)
 
 
