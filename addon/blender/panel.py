@@ -72,7 +72,7 @@ def setup_advice(context):
 
 def _draw_backend(layout, context) -> None:
     state = RUNTIME.state
-    row = layout.row(align=True)
+    row = layout.row(align=True).split(factor=0.6, align=True)  # room for "Backend: starting"
     row.label(text=f"Backend: {state}", icon=STATE_ICONS.get(state, "QUESTION"))
     if state in ("stopped", "crashed"):
         row.operator("step1x3d.start_backend", text="Start", icon="PLAY")

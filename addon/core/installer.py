@@ -40,6 +40,8 @@ STEPS = (("venv", 0.04), ("pip", 0.04), ("torch", 0.44), ("requirements", 0.44),
 STEP_LABELS = {"venv": "Creating the environment", "pip": "Updating pip", "torch": "Installing PyTorch",
                "requirements": "Installing the backend's packages", "verify": "Checking the backend"}
 
+RESOLVING = "Resolving which packages are needed…"  # shown while pip's dry run finds them
+
 # Outcomes of inspect()
 MISSING, INSTALLING, INTERRUPTED, CANCELLED, FAILED, OUTDATED, BROKEN, READY = (
     "missing", "installing", "interrupted", "cancelled", "failed", "outdated", "broken", "ready")
@@ -467,12 +469,14 @@ class Installer:
         if step.pip:
             report = self.plan.layout.root / f"{step.name}-report.json"
             report.unlink(missing_ok=True)
+            with self._lock:
+                self._progress.package = RESOLVING
             code = run_lines([*step.argv, "--dry-run", "--quiet", "--report", str(report)], self._remember,
                              cancel=self.cancel_event, log=log, env=env, cwd=cwd)
             if code != 0:
                 raise InstallError(self._failure(step, code))
             with self._lock:
-                self._progress.expected = expected_packages(report)
+                self._progress.expected, self._progress.package = expected_packages(report), ""
         code = run_lines(step.argv, self._on_line, cancel=self.cancel_event, log=log, env=env, cwd=cwd)
         if code != 0:
             raise InstallError(self._failure(step, code))

@@ -149,6 +149,7 @@ def test_real_install_cancel_then_resume(tmp_path):
         status = installer.inspect(plan.layout, reqs)
         assert status.kind == installer.CANCELLED and status.state.phase == installer.CANCELLED
         assert any(s.step == "venv" and s.running for s in seen)
+        assert any(s.step == "torch" and s.package == installer.RESOLVING for s in seen), "the dry run is shown"
 
         second = installer.Installer(plan)
         fed: list[str] = []
