@@ -66,7 +66,7 @@ class GeometryOptions:
     bounds: float = 1.05
     mc_level: float = 0.0
     chunk_size: int = 131072  # field queries per decoder call
-    min_part_fraction: float = 0.001  # floaters: parts under 0.1 % of the surface, as the release
+    min_part_fraction: float = 0.001  # floaters: parts with < 0.1 % of the largest part's faces, as the release
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> "GeometryOptions":
