@@ -18,7 +18,7 @@ import bpy
 
 from ..core import messages
 from ..shared.errors import CODES
-from . import prefs
+from . import prefs, text
 from .images import temp_folder
 
 POLL = 0.25  # seconds between checks for a finished preview
@@ -136,7 +136,7 @@ def image_file(props) -> str:
     return path if Path(path).is_file() else ""
 
 
-def draw(layout, context, props, runtime, width: int = 60) -> None:
+def draw(layout, context, props, runtime) -> None:
     """The cut-out thumbnail with its foreground ratio; the image itself until the cut-out is ready."""
     path = image_file(props)
     if not path:
@@ -159,6 +159,6 @@ def draw(layout, context, props, runtime, width: int = 60) -> None:
     elif entry.state == "ready":
         layout.label(text=entry.summary(), icon="IMAGE_RGB_ALPHA")
         if entry.text:
-            prefs.wrapped(layout, entry.text, width, icon="INFO")
+            text.label(layout, context, entry.text, icon="INFO")
     else:
-        prefs.wrapped(layout, entry.text, width, icon="ERROR")
+        text.label(layout, context, entry.text, icon="ERROR")

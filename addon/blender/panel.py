@@ -89,7 +89,7 @@ def _draw_image(layout, context, props) -> None:
         layout.prop(props, "image_path", text="")
     else:
         layout.template_ID_preview(props, "image", open="image.open", rows=3, cols=6)
-    cutout.draw(layout, context, props, RUNTIME, _chars(context) - 4)  # the cut-out the models will see
+    cutout.draw(layout, context, props, RUNTIME)  # the cut-out the models will see
 
 
 def _draw_stage(stage: str):
