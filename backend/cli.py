@@ -241,7 +241,8 @@ def _download_remover(components: list[str]) -> list[str] | None:
 
     if components and REMOVER_COMPONENT not in components:
         return components
-    print(f"background remover: {download_model().describe()}")
+    # stderr, like pooch's progress bar: stdout stays the download's own report (the add-on parses it)
+    print(f"background remover: {download_model().describe()}", file=sys.stderr)
     rest = [c for c in components if c != REMOVER_COMPONENT]
     return None if components and not rest else rest
 
