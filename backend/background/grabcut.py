@@ -5,6 +5,8 @@ taken as background and clustered into a few colours, so a textured backdrop, a 
 or a lighting gradient is still one model. Pixels far from every border colour seed the object;
 GrabCut then refines both colour models and the cut. A side of the frame whose colours appear on
 no other side is taken to be where the object leaves the frame, so it is not forced to background.
+Parts much smaller than the largest are clutter (a window behind a person, a cup at the edge):
+their colours join the background and GrabCut runs once more.
 
 The confidence is how well the final object and background colours separate (Bhattacharyya
 distance of their colour histograms, 0 = same colours, 1 = disjoint), lowered when the border
