@@ -30,6 +30,13 @@ _CODES = (
     ErrorCode("out_of_memory", 11, "the device ran out of memory"),
     ErrorCode("cancelled", 12, "the job was cancelled"),
     ErrorCode("backend_unavailable", 13, "the backend process is not running or stopped answering"),
+    # the HTTP API and its clients (backend/http, addon/core/remote.py)
+    ErrorCode("unauthorized", 14, "the server refused the access token (missing, wrong or revoked)"),
+    ErrorCode("queue_full", 15, "the server's job queue is full; retry after the time it gives"),
+    ErrorCode("job_not_found", 16, "the server knows no such job for this token (never made, or removed)"),
+    ErrorCode("job_lost", 17, "the server restarted while the job was queued or running"),
+    ErrorCode("server_unreachable", 18, "no connection to the server (refused, unknown host, reset)"),
+    ErrorCode("server_timeout", 19, "the server did not answer in time"),
     ErrorCode("internal_error", 70, "an unexpected error inside the backend"),
 )
 
