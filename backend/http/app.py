@@ -71,6 +71,17 @@ class ApiContext:
     sweep_seconds: float = 60.0
 
 
+_bearer = HTTPBearer(auto_error=False, description="an access token of this server (--token-file)")
+
+
+def _owner(request: Request, authorization: Annotated[str | None, Header()] = None, _=Depends(_bearer)) -> str:
+    """The caller's owner id (a token digest); tokens are read from the header only."""
+    return request.app.state.ctx.tokens.owner(authorization)
+
+
+Owner = Annotated[str, Depends(_owner)]
+
+
 def error_parts(err: BackendError, retry_after: int | None = None) -> tuple[int, list, bytes]:
     body = json.dumps({"error": {"code": err.code, "message": err.message}}).encode()
     headers = [(b"content-type", b"application/json")]
@@ -88,8 +99,6 @@ def error_response(err: BackendError, retry_after: int | None = None) -> JSONRes
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
-    bearer = HTTPBearer(auto_error=False, description="an access token of this server (--token-file)")
-
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         ctx.book.loop = asyncio.get_running_loop()
@@ -119,11 +128,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         response = error_response(BackendError(code, str(exc.detail)))
         response.status_code = exc.status_code
         return response
-
-    def owner(authorization: Annotated[str | None, Header()] = None, _=Depends(bearer)) -> str:
-        return ctx.tokens.owner(authorization)
-
-    Owner = Annotated[str, Depends(owner)]
 
     def job_of(job_id: str, who: str) -> LiveJob:
         live = ctx.book.get(job_id, who)
