@@ -165,26 +165,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
         job_id = secrets.token_hex(8)
         folder = ctx.book.open(job_id, who)
         try:
-            paths = {}
+            paths, names = {}, {}
             for field, upload, limit, suffixes in (("image", image, ctx.limits.image_bytes, IMAGE_SUFFIXES),
                                                    ("mesh", mesh, ctx.limits.mesh_bytes, set(MESH_SUFFIXES))):
                 if upload is not None:
                     paths[field] = await _save(upload, folder / "input", field, limit, suffixes)
-            try:
-                await run_in_threadpool(check_inputs, paths.get("image"), paths.get("mesh"), values)
-            except BackendError as err:  # name the upload, not the server's folder
-                names = {str(p): getattr(u, "filename", "") for p, u in
-                         ((paths.get("image"), image), (paths.get("mesh"), mesh)) if p is not None}
-                message = err.message
-                for path, name in names.items():
-                    message = message.replace(path, repr(name))
-                raise BackendError(err.code, message) from None
-            ctx.service.submit(image=str(paths["image"]) if "image" in paths else None,
-                               mesh=str(paths["mesh"]) if "mesh" in paths else None,
-                               output=str(folder / RESULT), engine=engine, settings=values, job_id=job_id)
+                    names[field] = upload.filename or field
         except BaseException:
             ctx.book.discard(job_id)
             raise
+        await run_in_threadpool(queue_job, ctx, job_id, paths, names, values, engine)
         return {"job": job_id, "position": ctx.service.position(job_id) or 0}
 
     @app.get("/v1/jobs", tags=["jobs"])
@@ -237,6 +227,27 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {"job": job_id, "state": "cancelled" if was == "queued" else "cancelling"}
 
     return app
+
+
+def queue_job(ctx: ApiContext, job_id: str, paths: dict[str, Path], names: dict[str, str],
+              settings: dict[str, Any], engine: str | None = None) -> None:
+    """Check a job's saved uploads and queue it (the API and the web page both come here); on any
+    failure the job and its folder are gone and the error names the uploads, not server paths."""
+    try:
+        try:
+            check_inputs(paths.get("image"), paths.get("mesh"), settings)
+        except BackendError as err:
+            message = err.message
+            for field, path in paths.items():
+                message = message.replace(str(path), repr(names.get(field, field)))
+            raise BackendError(err.code, message) from None
+        ctx.service.submit(image=str(paths["image"]) if "image" in paths else None,
+                           mesh=str(paths["mesh"]) if "mesh" in paths else None,
+                           output=str(ctx.book.store.folder(job_id) / RESULT), engine=engine, settings=settings,
+                           job_id=job_id)
+    except BaseException:
+        ctx.book.discard(job_id)
+        raise
 
 
 def _settings(text: str) -> dict[str, Any]:
