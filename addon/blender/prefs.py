@@ -8,6 +8,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ..core.config import BackendConfig
+from ..core.remote import RemoteConfig
 
 ADDON_ID = __package__.rpartition(".")[0]  # "bl_ext.<repo>.step1x3d" installed, "addon" from the repository
 _REPO = Path(__file__).resolve().parents[2]
@@ -78,8 +79,20 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
     hang_timeout: IntProperty(name="Hang Timeout", min=5, default=120, subtype="TIME_ABSOLUTE",
                               description="Seconds without any answer after which a running backend counts as hung")
     show_log: BoolProperty(name="Show Backend Log", default=False)
+    # a remote server (addon/core/remote.py); add-on preferences live in userpref.blend, never in a scene's .blend
+    backend_kind: EnumProperty(
+        name="Backend", default="LOCAL",
+        items=[("LOCAL", "This Computer", "Run the backend here, as a child process of Blender"),
+               ("REMOTE", "Remote Server", "Send jobs to `python -m backend serve --http` on another machine")])
+    server_url: StringProperty(name="Server URL", default="http://127.0.0.1:8188",
+                               description="Address of the server, like http://gpu-box:8188 or https://host")
+    server_token: StringProperty(name="Access Token", subtype="PASSWORD", default="",
+                                 description="Token the server's administrator gave you (sent as a Bearer header)")
 
-    def config(self) -> BackendConfig:
+    def config(self) -> BackendConfig | RemoteConfig:
+        if self.backend_kind == "REMOTE":
+            return RemoteConfig(url=self.server_url.strip(), token=self.server_token.strip(),
+                                online=bool(bpy.app.online_access))
         return BackendConfig(
             python=bpy.path.abspath(self.python).strip(), backend_dir=bpy.path.abspath(self.backend_dir).strip(),
             weights=self.weights.strip(), plan=self.plan, geometry_gpu=self.geometry_gpu,
@@ -90,6 +103,10 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
         from .runtime import RUNTIME
 
         layout = self.layout
+        layout.row().prop(self, "backend_kind", expand=True)
+        if self.backend_kind == "REMOTE":
+            _draw_remote(self, layout)
+            return
         col = layout.column()
         col.prop(self, "python")
         col.prop(self, "backend_dir")
@@ -113,14 +130,28 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
         row.prop(self, "startup_timeout")
         row.prop(self, "hang_timeout")
 
-        box = layout.box()
-        row = box.row()
-        row.operator("step1x3d.check_backend", icon="CHECKMARK")
-        row.label(text={"running": "Checking…", "ok": "Backend found", "error": "Problem"}.get(RUNTIME.info_state, ""))
-        for line in RUNTIME.info_text.splitlines()[:24]:
-            wrapped(box, line, 90)
+        _draw_check(layout)
         box = layout.box()
         box.prop(self, "show_log", icon="TEXT")
         if self.show_log and RUNTIME.session is not None:
             for level, message in list(RUNTIME.session.log)[-15:]:
                 wrapped(box, f"{level}: {message}", 110)
+
+
+def _draw_remote(prefs, layout) -> None:
+    col = layout.column()
+    col.prop(prefs, "server_url")
+    col.prop(prefs, "server_token")
+    col.prop(prefs, "output_dir")
+    _draw_check(layout)
+
+
+def _draw_check(layout) -> None:
+    from .runtime import RUNTIME
+
+    box = layout.box()
+    row = box.row()
+    row.operator("step1x3d.check_backend", icon="CHECKMARK")
+    row.label(text={"running": "Checking…", "ok": "Backend found", "error": "Problem"}.get(RUNTIME.info_state, ""))
+    for line in RUNTIME.info_text.splitlines()[:24]:
+        wrapped(box, line, 90)

@@ -20,6 +20,7 @@ from ..core import history, jobs, messages
 from ..core.config import BackendConfig, run_info
 from ..core.jobs import JobRequest, Outcome
 from ..core.process import BackendProcess
+from ..core.remote import RemoteConfig, RemoteSession, remote_info
 from ..core.session import Session, Timeouts
 from ..shared.errors import BackendError
 from . import importer, prefs
@@ -64,8 +65,11 @@ class Runtime:
             self.session = None
         if self.session is None:
             self.config = config
-            self.session = Session(
-                lambda: BackendProcess(config.serve_command(), cwd=config.cwd, env=config.environment()), timeouts)
+            if isinstance(config, RemoteConfig):
+                self.session = RemoteSession(config, timeouts)
+            else:
+                self.session = Session(
+                    lambda: BackendProcess(config.serve_command(), cwd=config.cwd, env=config.environment()), timeouts)
         self.session.timeouts = timeouts
         return self.session
 
@@ -230,7 +234,8 @@ class Runtime:
     def check(self, config: BackendConfig) -> None:
         def work():
             try:
-                self.info_text, self.info_state = run_info(config), "ok"
+                describe = remote_info if isinstance(config, RemoteConfig) else run_info
+                self.info_text, self.info_state = describe(config), "ok"
             except BackendError as err:
                 self.info_text = messages.explain(err.code, err.message, config.online)
                 self.info_state = "error"

@@ -139,7 +139,8 @@ class JobBook:
 
     async def events(self, live: LiveJob, after: int = -1):
         """(index, event) from `after + 1` on, waiting for new ones, until the job's last event."""
-        index = after + 1
+        # a restarted server holds fewer events than a client saw: its last one is sent again
+        index = min(after + 1, len(live.events) - (1 if live.record.finished_state else 0))
         while True:
             while index < len(live.events):
                 yield index, live.events[index]
