@@ -82,6 +82,14 @@ def _owner(request: Request, authorization: Annotated[str | None, Header()] = No
 Owner = Annotated[str, Depends(_owner)]
 
 
+def _owned_job(request: Request, job_id: str, who: Owner) -> LiveJob:
+    """The caller's job (checked before a stream starts: once it has, no status can be sent)."""
+    live = request.app.state.ctx.book.get(job_id, who)
+    if live is None:
+        raise BackendError("job_not_found", f"no job {job_id!r} for this token (never made, or removed)")
+    return live
+
+
 def error_parts(err: BackendError, retry_after: int | None = None) -> tuple[int, list, bytes]:
     body = json.dumps({"error": {"code": err.code, "message": err.message}}).encode()
     headers = [(b"content-type", b"application/json")]
@@ -128,12 +136,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         response = error_response(BackendError(code, str(exc.detail)))
         response.status_code = exc.status_code
         return response
-
-    def job_of(job_id: str, who: str) -> LiveJob:
-        live = ctx.book.get(job_id, who)
-        if live is None:
-            raise BackendError("job_not_found", f"no job {job_id!r} for this token (never made, or removed)")
-        return live
 
     @app.get("/v1/health", tags=["server"])
     def health() -> dict[str, Any]:
@@ -182,14 +184,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {"jobs": [j.record.public() for j in ctx.book.owned(who)]}
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"])
-    def job_state(job_id: str, who: Owner) -> dict[str, Any]:
-        live = job_of(job_id, who)
+    def job_state(request: Request, job_id: str, who: Owner) -> dict[str, Any]:
+        live = _owned_job(request, job_id, who)
         return {**live.record.public(), "position": ctx.service.position(job_id)}
 
     @app.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse, tags=["jobs"])
-    async def job_events(job_id: str, who: Owner, last_event_id: Annotated[str | None, Header()] = None):
+    async def job_events(live: Annotated[LiveJob, Depends(_owned_job)],
+                         last_event_id: Annotated[str | None, Header()] = None):
         """The job's events from the start (or after Last-Event-ID), until its `done` or `error`."""
-        live = job_of(job_id, who)
         after = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
         async for index, event in ctx.book.events(live, after):
             yield ServerSentEvent(raw_data=json.dumps(event, separators=(",", ":")), event=event["event"],
@@ -197,16 +199,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/result", tags=["jobs"], response_class=FileResponse,
              responses={200: {"content": {"model/gltf-binary": {}}}})
-    def job_result(job_id: str, who: Owner):
-        live = job_of(job_id, who)
+    def job_result(request: Request, job_id: str, who: Owner):
+        live = _owned_job(request, job_id, who)
         path = ctx.book.store.folder(job_id) / RESULT
         if live.record.state != DONE or not path.is_file():
             raise BackendError("invalid_request", f"job {job_id} has no result (it is {live.record.state})")
         return FileResponse(path, media_type="model/gltf-binary", filename=f"{job_id}.glb")
 
     @app.get("/v1/jobs/{job_id}/artifacts/{name}", tags=["jobs"])
-    def job_artifact(job_id: str, name: str, who: Owner):
-        live = job_of(job_id, who)
+    def job_artifact(request: Request, job_id: str, name: str, who: Owner):
+        live = _owned_job(request, job_id, who)
         if name not in live.record.artifacts:  # only names the server made: no path from the client
             raise BackendError("job_not_found", f"job {job_id} has no artifact {name!r}")
         path = ctx.book.store.folder(job_id) / "artifacts" / name
@@ -214,9 +216,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return FileResponse(path, media_type=media, filename=name)
 
     @app.delete("/v1/jobs/{job_id}", status_code=202, tags=["jobs"])
-    def cancel(job_id: str, who: Owner) -> dict[str, Any]:
+    def cancel(request: Request, job_id: str, who: Owner) -> dict[str, Any]:
         """Cancel a queued job (at once) or a running one (at its next step)."""
-        live = job_of(job_id, who)
+        live = _owned_job(request, job_id, who)
         if live.record.finished_state:
             raise BackendError("cancelled" if live.record.state == "cancelled" else "invalid_request",
                                f"job {job_id} already ended ({live.record.state})")
