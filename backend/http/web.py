@@ -93,8 +93,8 @@ def mount(app: FastAPI, ctx: ApiContext) -> None:
                     for spec in settings_schema.SETTINGS:
                         _control(spec, values)
                 with ui.row():
-                    generate = ui.button("Generate", icon="auto_awesome")
-                    cancel = ui.button("Cancel", icon="close", color="negative")
+                    generate = ui.button("Generate", icon="auto_awesome").classes("generate")
+                    cancel = ui.button("Cancel", icon="close", color="negative").classes("cancel")
                 cancel.disable()
                 bar = ui.linear_progress(value=0, show_value=False).classes("w-full")
                 status = ui.label("Upload an image").classes("status")
