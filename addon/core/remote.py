@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from ..shared import protocol
 from ..shared.errors import CODES, BackendError
 from .jobs import Job, JobRequest, Outcome
-from .session import BUSY, CRASHED, READY, STARTING, STOPPED, KEEP_FINISHED, Timeouts
+from .session import BUSY, CRASHED, READY, STARTING, STOPPED, JobTable, Timeouts
 
 REQUEST_TIMEOUT = 30.0  # one plain request (uploads included)
 RETRY_PAUSE = 1.0  # between reconnects of an event stream
@@ -211,7 +211,7 @@ def remote_info(config: RemoteConfig) -> str:
     ])
 
 
-class RemoteSession:
+class RemoteSession(JobTable):
     """`Session` for a server: same jobs, outcomes and blocking `wait`, no process."""
 
     process = None  # nothing local to keep the timer alive for once the jobs are done
@@ -233,10 +233,6 @@ class RemoteSession:
         if self._state == READY and self.active_jobs:
             return BUSY
         return self._state
-
-    @property
-    def active_jobs(self) -> list[Job]:
-        return [j for j in self.jobs.values() if j.active]
 
     def start(self) -> None:
         """Ask the server who it is (on a thread); the answer arrives through `pump`."""
@@ -288,17 +284,9 @@ class RemoteSession:
             pass
         return outcomes
 
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.25):
-        """Blocking path (background mode): yield outcomes until the job ends or `timeout` passes."""
-        job = self.jobs[job_id]
-        deadline = None if timeout is None else self._clock() + timeout
-        while job.active:
-            if deadline is not None and self._clock() > deadline:
-                yield from self.cancel(job_id)
-                if job.active:
-                    yield from [o for o in [job.fail("server_timeout", f"no result within {timeout:g} s")] if o]
-                break
-            yield from self.pump(poll)
+    def _give_up(self, job_id: str, timeout: float) -> list[Outcome]:
+        outcome = self.jobs[job_id].fail("server_timeout", f"no result within {timeout:g} s")
+        return [outcome] if outcome else []
 
     # --- main thread --------------------------------------------------------------------------
 
@@ -393,7 +381,5 @@ class RemoteSession:
         return msg.kind in ("done", "error")
 
     def _forget_old(self) -> None:
-        finished = [k for k, j in self.jobs.items() if not j.active]
-        for key in finished[:-KEEP_FINISHED] if len(finished) > KEEP_FINISHED else []:
-            del self.jobs[key]
-            self._cancel_flags.pop(key, None)
+        super()._forget_old()
+        self._cancel_flags = {k: f for k, f in self._cancel_flags.items() if k in self.jobs}
