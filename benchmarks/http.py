@@ -79,23 +79,30 @@ def http_job(client: httpx.Client, image: Path, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def lines_jobs(image: Path, folder: Path, count: int) -> list[float]:
-    proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--engine", "preview"], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
-    proc.stdout.readline()  # ready
-    times = []
-    for i in range(count + 1):  # the first one warms the engine up
+class LinesServer:
+    """`python -m backend serve` driven over its pipes, one job at a time."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--engine", "preview"], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, bufsize=1)
+        self.proc.stdout.readline()  # ready
+        self.count = 0
+
+    def job(self, image: Path, out: Path) -> float:
+        self.count += 1
         t0 = time.perf_counter()
-        proc.stdin.write(json.dumps({"op": "generate", "job": f"j{i}", "image": str(image),
-                                     "output": str(folder / f"l{i}.glb"), "settings": SMALL}) + "\n")
-        proc.stdin.flush()
-        while json.loads(proc.stdout.readline())["event"] not in ("done", "error"):
+        self.proc.stdin.write(json.dumps({"op": "generate", "job": f"j{self.count}", "image": str(image),
+                                          "output": str(out), "settings": SMALL}) + "\n")
+        self.proc.stdin.flush()
+        while json.loads(self.proc.stdout.readline())["event"] not in ("done", "error"):
             pass
-        times.append(time.perf_counter() - t0)
-    proc.stdin.write('{"op":"shutdown"}\n')
-    proc.stdin.flush()
-    proc.wait(60)
-    return times[1:]
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.proc.stdin.write('{"op":"shutdown"}\n')
+        self.proc.stdin.flush()
+        self.proc.wait(60)
 
 
 def crowd(url: str, image: Path, clients: int, requests_each: int) -> dict[str, list[float]]:
@@ -144,17 +151,22 @@ def main() -> None:
         folder = Path(tmp)
         image = _image(folder)
         proc, url = start_http(folder, max_jobs=args.clients + 8)
+        lines = LinesServer()
         try:
             with httpx.Client(base_url=url, timeout=600) as c:
                 rows = [("GET /v1/health", f"{rate(c, '/v1/health'):.0f} req/s"),
                         ("GET /v1/info", f"{rate(c, '/v1/info'):.0f} req/s")]
-                http_job(c, image, folder / "warm.glb")
-                via_http = [http_job(c, image, folder / f"h{i}.glb") for i in range(args.jobs)]
+                http_job(c, image, folder / "warm.glb")  # both engines warm (mesh workers started)
+                lines.job(image, folder / "warm-lines.glb")
+                via_http, via_lines = [], []
+                for i in range(args.jobs):  # alternate, so a busy machine slows both alike
+                    via_lines.append(lines.job(image, folder / f"l{i}.glb"))
+                    via_http.append(http_job(c, image, folder / f"h{i}.glb"))
             load = crowd(url, image, args.clients, args.requests)
         finally:
+            lines.close()
             proc.kill()
             proc.wait(30)
-        via_lines = lines_jobs(image, folder, args.jobs)
     h, l = statistics.median(via_http), statistics.median(via_lines)
     rows += [("preview job, JSON lines (median)", f"{l:.2f} s"),
              ("preview job, HTTP upload+SSE+download (median)", f"{h:.2f} s"),

@@ -48,6 +48,9 @@ class RemoteConfig:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BackendError("server_unreachable", f"the server URL {self.url!r} is not like "
                                                      "http://host:8188 or https://host")
+        if not self.online and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+            raise BackendError("server_unreachable", "Blender's online access is off (Preferences > System > "
+                                                     "Network): allow it to use a server on another machine")
 
 
 class RemoteClient:

@@ -40,3 +40,16 @@ def test_restart_mid_job_and_download(tmp_path, png):
         assert not (tmp_path / "out" / "b.glb").exists()
     finally:
         server.kill()
+
+
+def test_config_checks_without_network():
+    import pytest
+
+    from addon.shared.errors import BackendError
+
+    RemoteConfig("http://127.0.0.1:8188", online=False).check()
+    RemoteConfig("https://gpu-box.example", online=True).check()
+    for url, online in (("http://gpu-box:8188", False), ("ftp://gpu-box", True), ("gpu-box:8188", True)):
+        with pytest.raises(BackendError) as err:
+            RemoteConfig(url, online=online).check()
+        assert err.value.code == "server_unreachable"
