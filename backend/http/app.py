@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path

@@ -59,7 +59,6 @@ class ResultStore:
         self.root = Path(root)
         self.keep_seconds, self.budget_bytes = keep_seconds, budget_bytes
         (self.root / "jobs").mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
 
     def folder(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id

@@ -1,7 +1,6 @@
 """The add-on's remote mode through bpy against a real HTTP server (preview engine)."""
 from __future__ import annotations
 
-import pytest
 
 from tests.addon.blender_run import run_bpy
 

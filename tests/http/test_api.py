@@ -146,7 +146,7 @@ def test_cancel_queued_and_running(client, png):
 
 
 def test_twenty_concurrent_clients(server, png):
-    """20 clients submit at once (two tokens); the first jobs run, the rest are cancelled while
+    """20 clients submit at once (two tokens); the first job runs, the rest are cancelled while
     queued. Every client sees its own job exactly once, with one ending, and nothing else."""
     barrier = threading.Barrier(20)
     results: dict[int, dict] = {}
@@ -157,7 +157,7 @@ def test_twenty_concurrent_clients(server, png):
             barrier.wait()
             r = submit(c, png, token=token, settings={**SMALL, "seed": i})
             job, position = r.json()["job"], r.json()["position"]
-            if position >= 2:
+            if position >= 1:
                 c.delete(f"/v1/jobs/{job}", headers=auth(token))
             seen = events(c, job, token)
             results[i] = {"job": job, "token": token, "events": seen, "status": r.status_code,
@@ -182,7 +182,7 @@ def test_twenty_concurrent_clients(server, png):
             assert r["glb"] == b"glTF"
         else:
             assert r["events"][-1]["code"] == "cancelled"
-    assert done >= 2
+    assert done >= 1
     with httpx.Client(base_url=server.url) as c:
         for token in (TOKEN_A, TOKEN_B):
             listed = {j["job"] for j in c.get("/v1/jobs", headers=auth(token)).json()["jobs"]}

@@ -7,29 +7,41 @@ import sys
 import time
 
 import httpx
-import pytest
 
+from addon.core.jobs import JobRequest
+from addon.core.remote import RemoteConfig, RemoteSession
+from addon.core.session import Timeouts
 from backend.http.store import DONE, ERROR, JobRecord, ResultStore
 
-from .conftest import ROOT, ServerProcess, events, free_port, submit
+from .conftest import ROOT, SMALL, ServerProcess, events, free_port, submit
+
+
+def _pump_until(session, condition, limit=240):
+    end = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        session.pump(0.1)
 
 
 def test_queue_full_then_restart_keeps_results(tmp_path, png):
+    """A full queue answers 429; after kill -9 and a restart the finished result is still served,
+    and the job that was running ends as job_lost, also for the add-on's client following it."""
     data = tmp_path / "data"
     server = ServerProcess(data, "--no-web", "--max-jobs", "2")
+    session = RemoteSession(RemoteConfig(server.url), Timeouts(silence=90))
     try:
         with httpx.Client(base_url=server.url, timeout=120) as c:
             done_job = submit(c, png, token=None).json()["job"]
             assert events(c, done_job, None)[-1]["event"] == "done"
             glb = c.get(f"/v1/jobs/{done_job}/result").content
-            running = submit(c, png, token=None).json()["job"]
+            followed = session.submit(JobRequest("local", str(tmp_path / "out" / "b.glb"), dict(SMALL), image=str(png)))
+            _pump_until(session, lambda: followed.state == "running")
             queued = submit(c, png, token=None)
             assert queued.status_code == 202
             full = submit(c, png, token=None)
             assert full.status_code == 429 and full.json()["error"]["code"] == "queue_full"
             assert int(full.headers["retry-after"]) >= 1
-            with c.stream("GET", f"/v1/jobs/{running}/events") as stream:  # wait until it runs
-                next(line for line in stream.iter_lines() if '"progress"' in line)
+            running = next(j["job"] for j in c.get("/v1/jobs").json()["jobs"] if j["state"] == "running")
     finally:
         server.kill()  # SIGKILL: no chance to tidy up
 
@@ -45,6 +57,9 @@ def test_queue_full_then_restart_keeps_results(tmp_path, png):
             assert lost["state"] == "error" and lost["error"]["code"] == "job_lost"
             assert events(c, running, None)[-1]["code"] == "job_lost"
             assert c.get("/v1/health").json()["queued"] == 0
+        _pump_until(session, lambda: not followed.active)
+        assert followed.state == "failed" and followed.error_code == "job_lost"
+        assert not (tmp_path / "out" / "b.glb").exists()
     finally:
         server.kill()
 
