@@ -48,6 +48,7 @@ def _canvas_pixels(browser) -> np.ndarray:
 
 def test_page_generates_and_shows_the_model(tmp_path, png, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -60,10 +61,15 @@ def test_page_generates_and_shows_the_model(tmp_path, png, browser):
         wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, ".status"), "ready to generate"))
         cutout = browser.find_element(By.CSS_SELECTOR, "img[src^='data:image/png']")
         WebDriverWait(browser, 30).until(lambda b: b.execute_script("return arguments[0].naturalWidth", cutout) > 0)
+        browser.find_element(By.XPATH, "//*[contains(@class,'q-expansion-item')]//*[contains(text(),'Settings')]").click()
+        for label, value in (("Texture Resolution", "256"), ("Face Budget", "2000")):  # a quicker job
+            field = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f"input[aria-label='{label}']")))
+            field.send_keys(Keys.CONTROL, "a")  # clear() does not reach Vue's model
+            field.send_keys(value)
         browser.find_element(By.CSS_SELECTOR, "button.generate").click()
-        WebDriverWait(browser, 240).until(
-            lambda b: b.find_element(By.CSS_SELECTOR, ".status").text in ("Done",) or "error" in
-            b.find_element(By.CSS_SELECTOR, ".status").text)
+        WebDriverWait(browser, 240).until(  # "Done", or a coded failure like "[invalid_setting] ..."
+            lambda b: b.find_element(By.CSS_SELECTOR, ".status").text == "Done" or
+            "[" in b.find_element(By.CSS_SELECTOR, ".status").text)
         assert browser.find_element(By.CSS_SELECTOR, ".status").text == "Done"
         link = browser.find_element(By.CSS_SELECTOR, "a.download")
         assert link.get_attribute("href").endswith(".glb")
