@@ -161,7 +161,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if engine is not None and engine not in protocol.ENGINES:
             raise BackendError("invalid_request", f"unknown engine {engine!r}; expected one of {protocol.ENGINES}")
         values = _settings(settings)
-        if ctx.service.load() >= ctx.limits.max_jobs:  # refuse before reading any upload
+        if ctx.service.load() >= ctx.limits.max_jobs:  # refuse before copying and checking the uploads
             raise BackendError("queue_full", f"{ctx.limits.max_jobs} jobs are queued or running; retry later")
         job_id = secrets.token_hex(8)
         folder = ctx.book.open(job_id, who)
