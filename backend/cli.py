@@ -2,7 +2,8 @@
 
 Flags for every generation setting come from shared/settings.py, so the CLI, the server and the
 Blender panel can never disagree on names, defaults or ranges. Exit status: 0 on success, else
-the failing error code's status (shared/errors.py), 130 on Ctrl-C.
+the failing error code's status (shared/errors.py), 130 on Ctrl-C; a batch of several inputs
+exits 0 when all were written and `batch_incomplete` (14) when any failed.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from shared import settings as settings_schema
+from shared.cli import report_error, run_command
 from shared.errors import CODES, BackendError
 from shared.protocol import ENGINES
 
@@ -118,7 +120,7 @@ class _BatchReport:
     def fail(self, name: str, err: BackendError) -> None:
         self.failures += 1
         self.last_status = err.exit_status
-        print(f"error [{err.code}] {err.message}", file=sys.stderr)
+        report_error(err)
         if self.as_json:
             print(json.dumps({"input": name, "ok": False, "code": err.code, "message": err.message}), flush=True)
 
@@ -169,9 +171,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         queue.run()
     finally:
         runner.close()
-    if many:
-        print(f"{len(images) - report.failures} of {len(images)} succeeded", file=sys.stderr)
-    return 0 if report.failures == 0 else report.last_status
+    if report.failures == 0:
+        return 0
+    if not many:
+        return report.last_status
+    print(f"{len(images) - report.failures} of {len(images)} succeeded", file=sys.stderr)
+    return CODES["batch_incomplete"].exit_status
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -223,20 +228,17 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "generate":
-            return cmd_generate(args)
-        if args.command == "serve":
-            from .server import serve
+    return run_command(lambda: _dispatch(args))
 
-            return serve(default_engine=args.engine, runner=_runner(args))
-        if args.command == "info":
-            return cmd_info(args)
-        return cmd_download(args)
-    except BackendError as err:
-        print(f"error [{err.code}] {err.message}", file=sys.stderr)
-        return err.exit_status
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "generate":
+        return cmd_generate(args)
+    if args.command == "serve":
+        from .server import serve
+
+        return serve(default_engine=args.engine, runner=_runner(args))
+    if args.command == "info":
+        return cmd_info(args)
+    return cmd_download(args)
 

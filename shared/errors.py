@@ -30,6 +30,8 @@ _CODES = (
     ErrorCode("out_of_memory", 11, "the device ran out of memory"),
     ErrorCode("cancelled", 12, "the job was cancelled"),
     ErrorCode("backend_unavailable", 13, "the backend process is not running or stopped answering"),
+    ErrorCode("batch_incomplete", 14, "some inputs of a batch failed (each reported with its own code); the rest were written"),
+    ErrorCode("disk_full", 15, "not enough free disk space for what was asked (e.g. a weights download)"),
     ErrorCode("internal_error", 70, "an unexpected error inside the backend"),
 )
 
