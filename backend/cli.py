@@ -84,8 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     _add_plan_flags(info)
 
-    dl = sub.add_parser("download", help="download model weights into the Hugging Face cache")
-    dl.add_argument("components", nargs="*", help="components to fetch (default: all)")
+    dl = sub.add_parser(
+        "download", help="download model weights into the Hugging Face cache",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fetch the files the chosen components read into the Hugging Face cache (HF_HOME), "
+                    "resuming partial files.\nExit status 0 when every asked component is complete, "
+                    "10 (weights_not_found) naming what is still missing,\n15 (disk_full) before starting "
+                    "when the files would not fit.",
+        epilog="--json prints one JSON object per line on stdout (the Blender add-on reads these):\n"
+               '  {"event": "start", "files": N, "total_bytes": B, "components": [...]}\n'
+               '  {"event": "progress", "file": "org/repo/path", "bytes": b, "total": t, "done_bytes": d, '
+               '"total_bytes": B}\n'
+               '  {"event": "done", "weights": {"root": ..., "found": {...}, "missing": [], "incomplete": {}}}\n'
+               '  {"event": "error", "code": "weights_not_found|disk_full|invalid_request", "message": ...}\n'
+               "Without --json a progress line (percentage, bytes, file, ETA) goes to stderr.")
+    dl.add_argument("components", nargs="*",
+                    help="components to fetch (default: what --model and --no-texture need): "
+                         "geometry-base, geometry-label, texture-adapter, sdxl-base, sdxl-vae")
+    dl.add_argument("--weights", help="hub id of the Step1X-3D repo (default stepfun-ai/Step1X-3D or $STEP1X3D_WEIGHTS)")
+    dl.add_argument("--model", choices=("base", "label"), default=settings_schema.BY_NAME["model"].default,
+                    help="which geometry model to fetch")
+    dl.add_argument("--no-texture", action="store_true", help="skip the texture models (untextured meshes only)")
+    dl.add_argument("--json", action="store_true", help="one JSON event per line on stdout (see below)")
     return parser
 
 
@@ -219,10 +239,21 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .runtime.weights import download
+    from .progress import DownloadProgress
+    from .runtime.weights import download, required_components
 
-    status = download(args.components or None)
-    print(status.describe())
+    components = args.components or required_components({"model": args.model, "texture": not args.no_texture}, True)
+    emit = (lambda event: print(json.dumps(event), flush=True)) if args.json else DownloadProgress(sys.stderr)
+    try:
+        status = download(components, args.weights, on_event=emit)
+    except BackendError as err:
+        if args.json:
+            emit({"event": "error", "code": err.code, "message": err.message})
+        raise
+    if args.json:
+        emit({"event": "done", "weights": status.as_dict()})
+    else:
+        print(f"{', '.join(components)}: complete under {status.root}", file=sys.stderr)
     return 0
 
 

@@ -23,22 +23,11 @@ from backend.mesh.workers import call_native, shared_workers
 from backend.runtime.devices import cuda_devices
 from backend.runtime.models import ModelCache
 from backend.runtime.plan import DevicePlan, make_plan
-from backend.runtime.weights import WeightsStatus, find_weights
+from backend.runtime.weights import GEOMETRY_COMPONENT, WeightsStatus, find_weights, required_components
 from shared.errors import BackendError
 
 if TYPE_CHECKING:
     from backend.geometry.image_prep import PreparedImage
-
-GEOMETRY_COMPONENT = {"base": "geometry-base", "label": "geometry-label"}
-TEXTURE_COMPONENTS = ("texture-adapter", "sdxl-base", "sdxl-vae")
-
-
-def required_components(settings: dict, with_geometry: bool) -> list[str]:
-    needed = [GEOMETRY_COMPONENT[settings["model"]]] if with_geometry else []
-    if settings["texture"]:
-        needed += list(TEXTURE_COMPONENTS)
-    return needed
-
 
 GEOMETRY_SETTINGS = ("model", "geometry_steps", "guidance_scale", "symmetry", "edge_type", "octree_resolution")
 LABEL_SETTINGS = ("symmetry", "edge_type")
