@@ -13,7 +13,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
-from ..core import placement
+from ..core import placement, provenance as glb_provenance
 
 COLLECTION = "Step1X-3D"
 PREFIX = "step1x3d_"
@@ -174,7 +174,8 @@ def select_only(obj, context=None) -> None:
 
 
 def stamp(obj, provenance: dict[str, Any]) -> None:
-    """Provenance as custom properties (`step1x3d_seed`, `step1x3d_settings`, ...)."""
+    """Provenance as custom properties (`step1x3d_seed`, `step1x3d_settings`, and the settings the
+    engine did not apply in `step1x3d_ignored_settings`)."""
     for key, value in provenance.items():
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if isinstance(v, (bool, int, float, str))}
@@ -196,7 +197,8 @@ def footprint(obj) -> tuple[float, float, float]:
 
 def bring_in(path: str, name: str, *, cursor=None, source=None, provenance=None, context=None):
     """The whole import: one object, placed (standing at `cursor`, default the 3D cursor, or in
-    place of the mesh `source`), in the collection, selected and active, stamped."""
+    place of the mesh `source`), in the collection, selected and active, stamped with `provenance`
+    as the GLB corrects it (the settings the engine applied, those it ignored)."""
     context = context or bpy.context
     obj = import_glb(path, name, context)
     move_to_collection(obj, context.scene)
@@ -205,6 +207,7 @@ def bring_in(path: str, name: str, *, cursor=None, source=None, provenance=None,
     else:
         stand_at(obj, cursor if cursor is not None else context.scene.cursor.location, context)
     select_only(obj, context)
+    provenance = glb_provenance.merged(provenance, glb_provenance.glb_extras(path))
     if provenance:
         stamp(obj, provenance)
     return obj
