@@ -120,12 +120,11 @@ def _expand_inputs(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def _output_for(args: argparse.Namespace, image: Path | None, many: bool) -> str | None:
+def _output_for(args: argparse.Namespace, image: Path, many: bool) -> str | None:
     if not args.output:
         return None
     if many:
-        stem = image.stem if image else Path(args.mesh).stem
-        return str(Path(args.output) / f"{stem}.glb")
+        return str(Path(args.output) / f"{image.stem}.glb")
     return args.output
 
 
@@ -168,21 +167,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .jobs import make_spec
 
     overrides = {s.name: getattr(args, s.name) for s in settings_schema.SETTINGS if getattr(args, s.name) is not None}
-    images: list[Path | None] = list(_expand_inputs(args.inputs))
-    if not images and not args.mesh:
-        print("error: give an image (or a folder of images), or --mesh", file=sys.stderr)
-        return CODES["invalid_request"].exit_status
+    images = _expand_inputs(args.inputs)
     if not images:
-        images = [None]
+        raise BackendError("invalid_request", "give an image (or a folder of images); a --mesh is textured from one")
     many = len(images) > 1
     runner = _runner(args)
     pipelined = runner.pipelined() and many
     report = _BatchReport(args.json, redraw=not pipelined)  # two jobs at once: log lines, not one redrawn bar
     queue = JobQueue(runner, report, pipelined=pipelined)
     for image in images:
-        name = str(image or args.mesh)
+        name = str(image)
         try:
-            queue.put((name, make_spec(image=str(image) if image else None, mesh=args.mesh,
+            queue.put((name, make_spec(image=name, mesh=args.mesh,
                                        output=_output_for(args, image, many), engine=args.engine, settings=overrides)))
         except BackendError as err:
             report.fail(name, err)

@@ -28,10 +28,8 @@ from .context import JobContext, JobResult, JobSpec
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
 
 
-def default_output(image: Path | None, mesh: Path | None) -> Path:
-    source = image or mesh
-    assert source is not None
-    return Path.cwd() / "out" / f"{source.stem}.glb"
+def default_output(image: Path) -> Path:
+    return Path.cwd() / "out" / f"{image.stem}.glb"
 
 
 def make_spec(
@@ -54,9 +52,9 @@ def make_spec(
             raise BackendError("input_not_found", f"input not found: {path}")
     if mesh_path is not None:
         check_mesh(mesh_path)
-    out = Path(output).expanduser().absolute() if output else default_output(image_path, mesh_path)
+    out = Path(output).expanduser().absolute() if output else default_output(image_path)
     if out.suffix.lower() != ".glb":
-        out = out / f"{(image_path or mesh_path).stem}.glb" if out.is_dir() or not out.suffix else out.with_suffix(".glb")
+        out = out / f"{image_path.stem}.glb" if out.is_dir() or not out.suffix else out.with_suffix(".glb")
     check_writable(out)
     return JobSpec(
         job_id=job_id or uuid.uuid4().hex[:12],
