@@ -129,10 +129,11 @@ def _output_for(args: argparse.Namespace, image: Path, many: bool) -> str | None
 
 
 class _BatchReport:
-    """Job hooks for `generate`: a progress bar per job on stderr, a JSON line per job on stdout."""
+    """Job hooks for `generate`: a progress bar per job on stderr, a JSON line per job on stdout,
+    and a note when the engine ignored a setting the user gave."""
 
-    def __init__(self, as_json: bool, redraw: bool):
-        self.as_json, self.redraw = as_json, redraw
+    def __init__(self, as_json: bool, redraw: bool, given: tuple[str, ...] = ()):
+        self.as_json, self.redraw, self.given = as_json, redraw, given
         self.failures, self.last_status = 0, 0
         self._bars: dict[int, ProgressBar] = {}
 
@@ -157,6 +158,10 @@ class _BatchReport:
             return
         seconds = outcome.metadata.get("seconds", 0.0)
         print(f"wrote {outcome.path} ({outcome.metadata.get('engine')}, {seconds:.1f} s)", file=sys.stderr)
+        unused = [n for n in self.given if n in outcome.metadata.get("ignored_settings", {})]
+        if unused:
+            flags = ", ".join("--" + n.replace("_", "-") for n in unused)
+            print(f"note: the {outcome.metadata.get('engine')} engine did not use {flags}", file=sys.stderr)
         if self.as_json:
             print(json.dumps({"input": name, "ok": True, "path": str(outcome.path), "metadata": outcome.metadata}),
                   flush=True)
@@ -173,7 +178,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     many = len(images) > 1
     runner = _runner(args)
     pipelined = runner.pipelined() and many
-    report = _BatchReport(args.json, redraw=not pipelined)  # two jobs at once: log lines, not one redrawn bar
+    report = _BatchReport(args.json, redraw=not pipelined, given=tuple(overrides))  # two jobs at once: log lines
     queue = JobQueue(runner, report, pipelined=pipelined)
     for image in images:
         name = str(image)

@@ -31,11 +31,13 @@ def ellipse(tmp_path) -> Path:
 def test_generate_writes_a_glb_and_reports_json(tmp_path, ellipse):
     out = tmp_path / "deep" / "er" / "e.glb"
     proc = run_cli("generate", str(ellipse), "-o", str(out), "--engine", "preview", "--face-count", "3000",
-                   "--texture-resolution", "256", "--json")
+                   "--texture-resolution", "256", "--geometry-steps", "9", "--json")
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stdout.strip().splitlines()[-1])
     assert line["ok"] and Path(line["path"]) == out and out.stat().st_size > 1000
     assert line["metadata"]["engine"] == "preview"
+    assert line["metadata"]["ignored_settings"]["geometry_steps"] == 9 and "face_count" in line["metadata"]["settings"]
+    assert "did not use --geometry-steps" in proc.stderr and "--face-count" not in proc.stderr
     assert "geometry" in proc.stderr  # progress goes to stderr
 
 

@@ -169,3 +169,15 @@ def test_info_and_download_commands_use_the_hub_id(tmp_path):
     missing = run("download", "--weights", "myorg/custom", "--model", "label")
     assert missing.returncode == CODES["weights_not_found"].exit_status
     assert "geometry-label" in missing.stderr and "texture-adapter" in missing.stderr
+
+
+def test_auto_and_step1x3d_choose_the_weights_of_the_hub_id(cache):
+    from backend import engines
+
+    write_repo(cache, "myorg/custom", geometry_files("Step1X-3D-Geometry-1300m"))
+    untextured = {"model": "base", "texture": False}
+    choice = engines.choose("step1x3d", "myorg/custom", untextured, plan="cpu")
+    assert choice.name == "step1x3d"
+    with pytest.raises(BackendError) as info:  # the default repo has nothing
+        engines.choose("step1x3d", None, untextured, plan="cpu")
+    assert info.value.code == "weights_not_found"
