@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("components", nargs="*",
                     help="components to fetch (default: what --model and --no-texture need): "
                          "geometry-base, geometry-label, texture-adapter, sdxl-base, sdxl-vae")
-    dl.add_argument("--weights", help="hub id of the Step1X-3D repo (default stepfun-ai/Step1X-3D or $STEP1X3D_WEIGHTS)")
+    dl.add_argument("--weights", help="hub id of the Step1X-3D repo (default stepfun-ai/Step1X-3D or $STEP1X3D_WEIGHTS); "
+                                      "with a local folder only the SDXL components are fetched")
     dl.add_argument("--model", choices=("base", "label"), default=settings_schema.BY_NAME["model"].default,
                     help="which geometry model to fetch")
     dl.add_argument("--no-texture", action="store_true", help="skip the texture models (untextured meshes only)")

@@ -287,10 +287,11 @@ def download(components: list[str] | None = None, location: str | None = None,
     unknown = [n for n in names if n not in COMPONENTS]
     if unknown:
         raise BackendError("invalid_request", f"unknown component {', '.join(unknown)}; expected {', '.join(COMPONENTS)}")
-    if not is_hub_id(location):
-        raise BackendError("invalid_request", f"downloads go into the Hugging Face cache; {location} is a folder, "
-                           "give a hub id (org/name) or no --weights")
     todo = [n for n in names if n not in find_weights(location).found]
+    in_folder = [n for n in todo if COMPONENTS[n].repo is None and not is_hub_id(location)]
+    if in_folder:
+        raise BackendError("weights_not_found", f"{', '.join(in_folder)} missing from the folder {location}; downloads "
+                           "go into the Hugging Face cache: name a hub id with --weights, or copy the files there")
     if todo and _offline():
         raise BackendError("weights_not_found", f"HF_HUB_OFFLINE is set; downloads are disabled; missing: {', '.join(todo)}")
     hub = hub or HuggingFaceHub()

@@ -132,6 +132,18 @@ def test_download_names_what_is_still_missing_and_checks_the_disk_first(cache, m
     assert info.value.code == "disk_full" and hub.fetched == []
 
 
+def test_download_beside_a_local_folder_fetches_sdxl_but_not_step1x3d(tmp_path, cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    folder = tmp_path / "weights"
+    write_local(folder, TEXTURE)
+    hub = FakeHub(cache, hub_with_everything())
+    status = weights.download(["texture-adapter", "sdxl-vae"], str(folder), hub=hub)
+    assert status.found["texture-adapter"] == folder / "Step1X-3D-Texture" and "sdxl-vae" in status.found
+    with pytest.raises(BackendError) as info:
+        weights.download(["geometry-base"], str(folder), hub=hub)
+    assert info.value.code == "weights_not_found" and "geometry-base" in info.value.message
+
+
 def test_download_command_json_events_and_exit_status(cache, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     lost = "Step1X-3D-Texture/step1x-3d-ig2v.safetensors"
