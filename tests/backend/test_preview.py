@@ -181,3 +181,16 @@ def test_provenance_lists_applied_and_ignored_settings_and_lods_are_written(tmp_
     assert result.metadata["lods"] and len(result.metadata["lods"]) == 2
     assert result.metadata["lods"][0] < result.metadata["faces"] and result.metadata["lods"][1] < result.metadata["lods"][0]
     assert result.metadata["ignored_settings"] == extras["ignored_settings"]
+
+
+def test_lod_chain_stops_where_a_mesh_cannot_be_coarsened():
+    """Separate triangles are all boundary, which the decimation keeps: no level would be coarser."""
+    from backend.mesh.uv import unwrap
+    from backend.texture.lod import lod_chain
+
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(-1, 1, (200, 1, 3)) + rng.uniform(-0.05, 0.05, (200, 3, 3))
+    mesh = unwrap(corners.reshape(-1, 3), np.arange(600).reshape(-1, 3), 256)
+    chain = lod_chain(mesh, 2)
+    assert all(len(b.faces) < len(a.faces) for a, b in zip([mesh, *chain], chain))
+    assert chain == []

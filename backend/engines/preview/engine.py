@@ -106,7 +106,9 @@ class PreviewEngine:
         ctx.step("export", 5, STEPS, "writing the GLB" + (f" with {s['lod_levels']} LODs" if s["lod_levels"] else ""))
         lods = lod_chain(mesh, s["lod_levels"]) if s["lod_levels"] else []
         given = spec.mesh is not None
-        applied = s if given else dict(s, face_count=min(s["face_count"], PREVIEW_FACE_CAP))  # the cap applied
+        applied = dict(s, lod_levels=len(lods))  # fewer when a mesh cannot be coarsened further
+        if not given:
+            applied["face_count"] = min(s["face_count"], PREVIEW_FACE_CAP)
         model = "given mesh" if given else "silhouette inflation (no weights)"
         meta = ExportMetadata.applied(self.name, model, applied, ignored_settings(given), source_image=spec.image.name)
         write_glb(spec.output, mesh, texture, meta, lods=lods, name=spec.image.stem)
