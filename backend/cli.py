@@ -2,7 +2,8 @@
 
 Flags for every generation setting come from shared/settings.py, so the CLI, the server and the
 Blender panel can never disagree on names, defaults or ranges. Exit status: 0 on success, else
-the failing error code's status (shared/errors.py), 130 on Ctrl-C.
+the failing error code's status (shared/errors.py), 130 on Ctrl-C; a batch of several inputs
+exits 0 when all were written and `batch_incomplete` (21) when any failed.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from shared import settings as settings_schema
+from shared.cli import report_error, run_command
 from shared.errors import CODES, BackendError
 from shared.protocol import ENGINES
 
@@ -123,8 +125,30 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="machine-readable output")
     _add_plan_flags(info)
 
-    dl = sub.add_parser("download", help="download model weights into the Hugging Face cache")
-    dl.add_argument("components", nargs="*", help="components to fetch (default: all; background-remover is the BiRefNet file)")
+    dl = sub.add_parser(
+        "download", help="download model weights into the Hugging Face cache",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Fetch the files the chosen components read into the Hugging Face cache (HF_HOME), "
+                    "resuming partial files.\nExit status 0 when every asked component is complete, "
+                    "10 (weights_not_found) naming what is still missing,\n15 (disk_full) before starting "
+                    "when the files would not fit.",
+        epilog="--json prints one JSON object per line on stdout (the Blender add-on reads these):\n"
+               '  {"event": "start", "files": N, "total_bytes": B, "components": [...]}\n'
+               '  {"event": "progress", "file": "org/repo/path", "bytes": b, "total": t, "done_bytes": d, '
+               '"total_bytes": B}\n'
+               '  {"event": "done", "weights": {"root": ..., "found": {...}, "missing": [], "incomplete": {}}}\n'
+               '  {"event": "error", "code": "weights_not_found|disk_full|invalid_request", "message": ...}\n'
+               "Without --json a progress line (percentage, bytes, file, ETA) goes to stderr.")
+    dl.add_argument("components", nargs="*",
+                    help="components to fetch (default: what --model and --no-texture need): "
+                         "geometry-base, geometry-label, texture-adapter, sdxl-base, sdxl-vae, "
+                         "background-remover (the BiRefNet file, also fetched by a download of the defaults)")
+    dl.add_argument("--weights", help="hub id of the Step1X-3D repo (default stepfun-ai/Step1X-3D or $STEP1X3D_WEIGHTS); "
+                                      "with a local folder only the SDXL components are fetched")
+    dl.add_argument("--model", choices=("base", "label"), default=settings_schema.BY_NAME["model"].default,
+                    help="which geometry model to fetch")
+    dl.add_argument("--no-texture", action="store_true", help="skip the texture models (untextured meshes only)")
+    dl.add_argument("--json", action="store_true", help="one JSON event per line on stdout (see below)")
     _add_prepare_image_parser(sub)
     return parser
 
@@ -140,27 +164,27 @@ def _expand_inputs(inputs: list[str]) -> list[Path]:
     return paths
 
 
-def _output_for(args: argparse.Namespace, image: Path | None, many: bool) -> str | None:
+def _output_for(args: argparse.Namespace, image: Path, many: bool) -> str | None:
     if not args.output:
         return None
     if many:
-        stem = image.stem if image else Path(args.mesh).stem
-        return str(Path(args.output) / f"{stem}.glb")
+        return str(Path(args.output) / f"{image.stem}.glb")
     return args.output
 
 
 class _BatchReport:
-    """Job hooks for `generate`: a progress bar per job on stderr, a JSON line per job on stdout."""
+    """Job hooks for `generate`: a progress bar per job on stderr, a JSON line per job on stdout,
+    and a note when the engine ignored a setting the user gave."""
 
-    def __init__(self, as_json: bool, redraw: bool):
-        self.as_json, self.redraw = as_json, redraw
+    def __init__(self, as_json: bool, redraw: bool, given: tuple[str, ...] = ()):
+        self.as_json, self.redraw, self.given = as_json, redraw, given
         self.failures, self.last_status = 0, 0
         self._bars: dict[int, ProgressBar] = {}
 
     def fail(self, name: str, err: BackendError) -> None:
         self.failures += 1
         self.last_status = err.exit_status
-        print(f"error [{err.code}] {err.message}", file=sys.stderr)
+        report_error(err)
         if self.as_json:
             print(json.dumps({"input": name, "ok": False, "code": err.code, "message": err.message}), flush=True)
 
@@ -178,6 +202,10 @@ class _BatchReport:
             return
         seconds = outcome.metadata.get("seconds", 0.0)
         print(f"wrote {outcome.path} ({outcome.metadata.get('engine')}, {seconds:.1f} s)", file=sys.stderr)
+        unused = [n for n in self.given if n in outcome.metadata.get("ignored_settings", {})]
+        if unused:
+            flags = ", ".join("--" + n.replace("_", "-") for n in unused)
+            print(f"note: the {outcome.metadata.get('engine')} engine did not use {flags}", file=sys.stderr)
         if self.as_json:
             print(json.dumps({"input": name, "ok": True, "path": str(outcome.path), "metadata": outcome.metadata}),
                   flush=True)
@@ -188,21 +216,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .jobs import make_spec
 
     overrides = {s.name: getattr(args, s.name) for s in settings_schema.SETTINGS if getattr(args, s.name) is not None}
-    images: list[Path | None] = list(_expand_inputs(args.inputs))
-    if not images and not args.mesh:
-        print("error: give an image (or a folder of images), or --mesh", file=sys.stderr)
-        return CODES["invalid_request"].exit_status
+    images = _expand_inputs(args.inputs)
     if not images:
-        images = [None]
+        raise BackendError("invalid_request", "give an image (or a folder of images); a --mesh is textured from one")
     many = len(images) > 1
     runner = _runner(args)
     pipelined = runner.pipelined() and many
-    report = _BatchReport(args.json, redraw=not pipelined)  # two jobs at once: log lines, not one redrawn bar
+    report = _BatchReport(args.json, redraw=not pipelined, given=tuple(overrides))  # two jobs at once: log lines
     queue = JobQueue(runner, report, pipelined=pipelined)
     for image in images:
-        name = str(image or args.mesh)
+        name = str(image)
         try:
-            queue.put((name, make_spec(image=str(image) if image else None, mesh=args.mesh,
+            queue.put((name, make_spec(image=name, mesh=args.mesh,
                                        output=_output_for(args, image, many), engine=args.engine, settings=overrides)))
         except BackendError as err:
             report.fail(name, err)
@@ -211,9 +236,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         queue.run()
     finally:
         runner.close()
-    if many:
-        print(f"{len(images) - report.failures} of {len(images)} succeeded", file=sys.stderr)
-    return 0 if report.failures == 0 else report.last_status
+    if report.failures == 0:
+        return 0
+    if not many:
+        return report.last_status
+    print(f"{len(images) - report.failures} of {len(images)} succeeded", file=sys.stderr)
+    return CODES["batch_incomplete"].exit_status
 
 
 def info_data(weights: str | None, plan: str = "auto", geometry_gpu: int | None = None,
@@ -275,12 +303,24 @@ def _remover_info() -> list[dict]:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .runtime.weights import download
+    from .progress import DownloadProgress
+    from .runtime.weights import download, required_components
 
-    hub = _download_remover(args.components)
-    if hub is not None:
-        status = download(hub or None)
-        print(status.describe())
+    emit = (lambda event: print(json.dumps(event), flush=True)) if args.json else DownloadProgress(sys.stderr)
+    try:
+        hub = _download_remover(args.components)
+        if hub is None:  # only the remover was asked for
+            return 0
+        components = hub or required_components({"model": args.model, "texture": not args.no_texture}, True)
+        status = download(components, args.weights, on_event=emit)
+    except BackendError as err:
+        if args.json:
+            emit({"event": "error", "code": err.code, "message": err.message})
+        raise
+    if args.json:
+        emit({"event": "done", "weights": status.as_dict()})
+    else:
+        print(f"{', '.join(components)}: complete under {status.root}", file=sys.stderr)
     return 0
 
 
@@ -322,28 +362,25 @@ def cmd_prepare_image(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "generate":
-            return cmd_generate(args)
-        if args.command == "serve" and args.http:
-            from .http.server import parse_address
+    return run_command(lambda: _dispatch(args))
 
-            return cmd_http(args, *parse_address(args.http))
-        if args.command == "web":
-            return cmd_http(args, "127.0.0.1", args.port)
-        if args.command == "serve":
-            from .server import serve
 
-            return serve(default_engine=args.engine, runner=_runner(args))
-        if args.command == "info":
-            return cmd_info(args)
-        if args.command == "prepare-image":
-            return cmd_prepare_image(args)
-        return cmd_download(args)
-    except BackendError as err:
-        print(f"error [{err.code}] {err.message}", file=sys.stderr)
-        return err.exit_status
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "generate":
+        return cmd_generate(args)
+    if args.command == "serve" and args.http:
+        from .http.server import parse_address
+
+        return cmd_http(args, *parse_address(args.http))
+    if args.command == "web":
+        return cmd_http(args, "127.0.0.1", args.port)
+    if args.command == "serve":
+        from .server import serve
+
+        return serve(default_engine=args.engine, runner=_runner(args))
+    if args.command == "info":
+        return cmd_info(args)
+    if args.command == "prepare-image":
+        return cmd_prepare_image(args)
+    return cmd_download(args)
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shared import settings as settings_schema
 from shared.errors import BackendError
 
@@ -26,10 +28,8 @@ from .context import JobContext, JobResult, JobSpec
 MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl", ".off")
 
 
-def default_output(image: Path | None, mesh: Path | None) -> Path:
-    source = image or mesh
-    assert source is not None
-    return Path.cwd() / "out" / f"{source.stem}.glb"
+def default_output(image: Path) -> Path:
+    return Path.cwd() / "out" / f"{image.stem}.glb"
 
 
 def make_spec(
@@ -40,20 +40,21 @@ def make_spec(
     settings: dict[str, Any] | None = None,
     job_id: str | None = None,
 ) -> JobSpec:
-    """Validate what can be validated before queueing: settings, input existence, output folder."""
-    if image is None and mesh is None:
-        raise BackendError("invalid_request", "give an image, a mesh, or both")
+    """Validate what can be validated before queueing: settings, inputs (a given mesh is read
+    once here, so a broken one is refused before any work), the output path."""
+    if image is None:
+        raise BackendError("invalid_request", "give a reference image (and optionally a mesh to texture from it)")
     values = settings_schema.resolve(settings)
-    image_path = Path(image).expanduser().absolute() if image else None
+    image_path = Path(image).expanduser().absolute()
     mesh_path = Path(mesh).expanduser().absolute() if mesh else None
     for path in (image_path, mesh_path):
         if path is not None and not path.exists():
             raise BackendError("input_not_found", f"input not found: {path}")
-    if mesh_path is not None and mesh_path.suffix.lower() not in MESH_SUFFIXES:
-        raise BackendError("input_unreadable", f"unsupported mesh format {mesh_path.suffix!r}: {mesh_path}")
-    out = Path(output).expanduser().absolute() if output else default_output(image_path, mesh_path)
+    if mesh_path is not None:
+        check_mesh(mesh_path)
+    out = Path(output).expanduser().absolute() if output else default_output(image_path)
     if out.suffix.lower() != ".glb":
-        out = out / f"{(image_path or mesh_path).stem}.glb" if out.is_dir() or not out.suffix else out.with_suffix(".glb")
+        out = out / f"{image_path.stem}.glb" if out.is_dir() or not out.suffix else out.with_suffix(".glb")
     check_writable(out)
     return JobSpec(
         job_id=job_id or uuid.uuid4().hex[:12],
@@ -65,14 +66,36 @@ def make_spec(
     )
 
 
+def check_mesh(path: Path) -> None:
+    """Refuse a mesh that is not a supported file, cannot be read, has no triangles or no extent."""
+    from .data.meshes import load_mesh
+
+    if path.is_dir() or path.suffix.lower() not in MESH_SUFFIXES:
+        raise BackendError("input_unreadable", f"not a mesh file ({', '.join(MESH_SUFFIXES)}): {path}")
+    vertices, faces = load_mesh(path)
+    if faces.min() < 0 or faces.max() >= len(vertices) or not np.ptp(vertices[np.unique(faces)], axis=0).max() > 0:
+        raise BackendError("input_unreadable", f"the mesh {path} has faces past its vertices or no extent")
+
+
 def check_writable(out: Path) -> None:
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise BackendError("output_unwritable", f"cannot write the output {out}: {parent} is not writable")
-    if out.exists() and (out.is_dir() or not os.access(out, os.W_OK)):
+    """Prove the output can be created before any work: the nearest existing folder must take a
+    new file (tried, not guessed from permission bits, which say yes to root under /proc), and the
+    output itself must not be a folder or read-only."""
+    if out.is_dir():
+        raise BackendError("output_unwritable", f"the output {out} is a folder")
+    if out.exists() and not os.access(out, os.W_OK):
         raise BackendError("output_unwritable", f"cannot overwrite the output {out}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BackendError("output_unwritable", f"cannot write the output {out}: {parent} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".step1x3d-probe-", dir=parent)
+    except OSError as exc:
+        raise BackendError("output_unwritable", f"cannot write the output {out}: {parent}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 class JobRunner:

@@ -38,6 +38,8 @@ _CODES = (
     ErrorCode("job_lost", 18, "the server restarted while the job was queued or running"),
     ErrorCode("server_unreachable", 19, "no connection to the server (refused, unknown host, reset)"),
     ErrorCode("server_timeout", 20, "the server did not answer in time"),
+    ErrorCode("batch_incomplete", 21, "some inputs of a batch failed (each reported with its own code); the rest were written"),
+    ErrorCode("disk_full", 22, "not enough free disk space for what was asked (e.g. a weights download)"),
     ErrorCode("internal_error", 70, "an unexpected error inside the backend"),
 )
 

@@ -2,10 +2,13 @@
 
 The glTF importer may create a wrapper empty, cameras or several mesh nodes; the new objects are
 found by comparing `bpy.data.objects` before and after, meshes keep their world transform and are
-joined into one object, everything else is removed. The maths lives in core/placement.py.
+joined into one object, everything else is removed. Levels of detail (`<name>_LOD<n>` nodes, as
+the backend writes them) are not joined: they become hidden children that follow the object.
+The maths lives in core/placement.py.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +16,11 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
-from ..core import placement
+from ..core import placement, provenance as glb_provenance
 
 COLLECTION = "Step1X-3D"
 PREFIX = "step1x3d_"
+LOD_NAME = re.compile(r"_LOD(\d+)(?:\.\d+)?$")  # Blender adds .001 when the name is taken
 
 
 class ImportProblem(Exception):
@@ -58,10 +62,30 @@ def import_glb(path: str, name: str, context=None) -> bpy.types.Object:
         obj.parent = None
         obj.matrix_world = world
     _remove([o for o in new if o.type != "MESH"])
-    obj = _join(meshes, context)
+    lods = sorted((o for o in meshes if LOD_NAME.search(o.name)), key=lambda o: int(LOD_NAME.search(o.name)[1]))
+    parts = [o for o in meshes if o not in lods]
+    if not parts:  # nothing but LOD names: a foreign file; keep everything as the object
+        parts, lods = meshes, []
+    obj = _join(parts, context)
     obj.name = name
     obj.data.name = name
+    _attach_lods(obj, lods, name)
     return obj
+
+
+def _attach_lods(obj, lods, name: str) -> None:
+    """Coarser levels as children `<name>_LOD1..n` in the object's own frame (every transform
+    baked into the meshes first), so any later placement of the object carries them along."""
+    if not lods:
+        return
+    for part in (obj, *lods):
+        part.data.transform(part.matrix_world)
+        part.matrix_world = Matrix.Identity(4)
+    for level, lod in enumerate(lods, start=1):
+        lod.name = lod.data.name = f"{name}_LOD{level}"
+        lod.parent = obj
+        lod.matrix_parent_inverse = Matrix.Identity(4)
+        lod.hide_render = True
 
 
 _DATA = {"MESH": "meshes", "CAMERA": "cameras", "LIGHT": "lights"}
@@ -174,7 +198,8 @@ def select_only(obj, context=None) -> None:
 
 
 def stamp(obj, provenance: dict[str, Any]) -> None:
-    """Provenance as custom properties (`step1x3d_seed`, `step1x3d_settings`, ...)."""
+    """Provenance as custom properties (`step1x3d_seed`, `step1x3d_settings`, and the settings the
+    engine did not apply in `step1x3d_ignored_settings`)."""
     for key, value in provenance.items():
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if isinstance(v, (bool, int, float, str))}
@@ -185,7 +210,7 @@ def stamp(obj, provenance: dict[str, Any]) -> None:
 def remove_object(name: str | None) -> None:
     obj = bpy.data.objects.get(name) if name else None
     if obj is not None:
-        _remove([obj])
+        _remove([obj, *obj.children_recursive])
 
 
 def footprint(obj) -> tuple[float, float, float]:
@@ -196,15 +221,20 @@ def footprint(obj) -> tuple[float, float, float]:
 
 def bring_in(path: str, name: str, *, cursor=None, source=None, provenance=None, context=None):
     """The whole import: one object, placed (standing at `cursor`, default the 3D cursor, or in
-    place of the mesh `source`), in the collection, selected and active, stamped."""
+    place of the mesh `source`), in the collection, selected and active, stamped with `provenance`
+    as the GLB corrects it (the settings the engine applied, those it ignored)."""
     context = context or bpy.context
     obj = import_glb(path, name, context)
-    move_to_collection(obj, context.scene)
+    for part in (obj, *obj.children):
+        move_to_collection(part, context.scene)
+        if part is not obj:
+            part.hide_set(True)  # LODs stay out of the viewport (and renders) until shown
     if source is not None:
         take_place_of(obj, source)
     else:
         stand_at(obj, cursor if cursor is not None else context.scene.cursor.location, context)
     select_only(obj, context)
+    provenance = glb_provenance.merged(provenance, glb_provenance.glb_extras(path))
     if provenance:
         stamp(obj, provenance)
     return obj

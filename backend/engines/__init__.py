@@ -22,10 +22,8 @@ def choose(requested: str, weights: str | None = None, settings: dict | None = N
            plan: str = "auto", with_geometry: bool = True) -> EngineChoice:
     """`plan` "cpu" lets step1x3d run without a GPU (tiny configurations, tests)."""
     from backend.runtime.devices import cuda_devices
-    from backend.runtime.weights import find_weights
+    from backend.runtime.weights import find_weights, required_components
     from shared.settings import resolve
-
-    from .step1x3d import required_components
 
     if requested == "preview":
         return EngineChoice("preview", "requested")

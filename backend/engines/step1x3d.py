@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from backend.context import JobContext, JobResult
-from backend.mesh.export import ExportMetadata, write_glb
+from backend.data.meshes import load_mesh
+from backend.mesh.export import ExportMetadata, split_settings, write_glb
 from backend.mesh.frame import fit_unit_box
 from backend.mesh.uv import unwrap
 from backend.mesh.workers import call_native, shared_workers
@@ -23,34 +23,26 @@ from backend.runtime import fast
 from backend.runtime.devices import cuda_devices
 from backend.runtime.models import ModelCache
 from backend.runtime.plan import DevicePlan, make_plan
-from backend.runtime.weights import WeightsStatus, find_weights
+from backend.runtime.weights import GEOMETRY_COMPONENT, WeightsStatus, find_weights, required_components
 from shared.errors import BackendError
 
 if TYPE_CHECKING:
     from backend.geometry.image_prep import PreparedImage
 
-GEOMETRY_COMPONENT = {"base": "geometry-base", "label": "geometry-label"}
-TEXTURE_COMPONENTS = ("texture-adapter", "sdxl-base", "sdxl-vae")
+GEOMETRY_SETTINGS = ("model", "geometry_steps", "guidance_scale", "symmetry", "edge_type", "octree_resolution")
+LABEL_SETTINGS = ("symmetry", "edge_type")
+TEXTURE_SETTINGS = ("texture_steps", "texture_guidance", "view_resolution", "lora", "lora_scale", "lod_levels")
 
 
-def required_components(settings: dict, with_geometry: bool) -> list[str]:
-    needed = [GEOMETRY_COMPONENT[settings["model"]]] if with_geometry else []
-    if settings["texture"]:
-        needed += list(TEXTURE_COMPONENTS)
-    return needed
-
-
-def load_mesh(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Any mesh file trimesh reads, scenes flattened into one mesh in the file's frame."""
-    import trimesh
-
-    try:
-        loaded = trimesh.load(path, force="mesh", process=False)
-    except Exception as exc:  # trimesh raises many types for damaged files
-        raise BackendError("input_unreadable", f"cannot read the mesh {path}: {exc}") from None
-    if not isinstance(loaded, trimesh.Trimesh) or len(loaded.faces) == 0:
-        raise BackendError("input_unreadable", f"the mesh {path} has no triangles")
-    return np.asarray(loaded.vertices, np.float32), np.asarray(loaded.faces, np.int64)
+def ignored_settings(settings: dict, with_geometry: bool) -> list[str]:
+    """Settings a job leaves unused: the geometry model's when a mesh is given, the label model's
+    controls under the base model, the texture model's (and LODs) when not texturing."""
+    ignored = [] if with_geometry else list(GEOMETRY_SETTINGS)
+    if with_geometry and settings["model"] == "base":
+        ignored += LABEL_SETTINGS
+    if not settings["texture"]:
+        ignored += TEXTURE_SETTINGS
+    return ignored
 
 
 class Step1X3DEngine:
@@ -134,7 +126,7 @@ class Step1X3DEngine:
         if spec.mesh is not None:
             prepared = prepare_image(spec.image, s["remove_background"], s["foreground_ratio"],
                                      device=plan.geometry_device)
-            return Shape(*load_mesh(spec.mesh), prepared, plan, {})
+            return Shape(*load_mesh(spec.mesh), prepared, plan, {})  # checked readable by make_spec
         with _on(plan.geometry_device):
             pipe = self._geometry(cache, s["model"])
             accelerate(pipe.denoiser, plan)
@@ -150,17 +142,20 @@ class Step1X3DEngine:
     def second_stage(self, ctx: JobContext, shape: Shape, device: str | None = None) -> JobResult:
         """Texture and export on `device` (default: the plan's texture GPU)."""
         spec, s = ctx.spec, ctx.spec.settings
+        ignored = ignored_settings(s, spec.mesh is None)
+        applied, skipped = split_settings(s, ignored)
         meta = {"engine": self.name, "plan": shape.plan.kind, "fast_paths": fast.FastPaths.from_env().describe(),
                 "model": s["model"] if spec.mesh is None else "given mesh",
-                "timings": {k: round(v, 3) for k, v in shape.timings.items()}}
+                "timings": {k: round(v, 3) for k, v in shape.timings.items()}, "settings": applied,
+                "ignored_settings": skipped}
         if not s["texture"]:
             ctx.step("export", 0, 1, "writing the untextured GLB")
             fit = fit_unit_box(shape.vertices)
             mesh = call_native(unwrap, fit.apply(shape.vertices), shape.faces, s["texture_resolution"], ctx=ctx,
                                what="UV unwrapping")
-            write_glb(spec.output, mesh, None, ExportMetadata(self.name, f"Step1X-3D geometry ({s['model']})", s,
-                                                              seed=s["seed"], source_image=spec.image.name),
-                      name=spec.image.stem)
+            write_glb(spec.output, mesh, None, ExportMetadata.applied(
+                self.name, f"Step1X-3D geometry ({s['model']})", s, ignored, source_image=spec.image.name),
+                name=spec.image.stem)
             return JobResult(spec.output, {**meta, "faces": int(len(mesh.faces)), "textured": False})
         from backend.texture.stage import write_textured_glb
 
@@ -173,7 +168,8 @@ class Step1X3DEngine:
             rgb, alpha = np.ascontiguousarray(cut[..., :3]), cut[..., 3].astype(np.float32) / 255.0
             textured = stage.run(ctx, shape.vertices, shape.faces, rgb, alpha)  # emits the `views` artifact itself
         ctx.step("export", 0, 1, "writing the GLB")
-        write_textured_glb(spec.output, textured, s, source_image=spec.image.name, name=spec.image.stem, ctx=ctx)
+        write_textured_glb(spec.output, textured, s, source_image=spec.image.name, name=spec.image.stem, ctx=ctx,
+                           ignored=ignored)
         return JobResult(spec.output, {**meta, "faces": int(len(textured.mesh.faces)), "textured": True,
                                        "texture_resolution": int(textured.texture.shape[0])})
 

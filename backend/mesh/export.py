@@ -11,7 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import trimesh
@@ -26,7 +26,10 @@ GENERATOR = "Step1X-3D for Blender"
 
 @dataclass
 class ExportMetadata:
-    """Provenance written into the glTF asset block (`asset.extras`)."""
+    """Provenance written into the glTF asset block (`asset.extras`).
+
+    `settings` holds only what the engine applied; `ignored` the requested settings it did not
+    use (with their values), so nobody reads a setting off an asset that never influenced it."""
 
     engine: str
     model: str
@@ -34,6 +37,15 @@ class ExportMetadata:
     seed: int | None = None
     source_image: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    ignored: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def applied(cls, engine: str, model: str, settings: dict[str, Any], ignored: Iterable[str] = (),
+                source_image: str | None = None, **extra: Any) -> "ExportMetadata":
+        """Split the job's `settings` into applied and `ignored`; the seed is recorded only when applied."""
+        used, skipped = split_settings(settings, ignored)
+        return cls(engine, model, used, seed=used.get("seed"), source_image=source_image, extra=extra,
+                   ignored=skipped)
 
     def as_extras(self) -> dict[str, Any]:
         return {
@@ -42,9 +54,17 @@ class ExportMetadata:
             "model": self.model,
             "seed": self.seed,
             "settings": self.settings,
+            "ignored_settings": self.ignored,
             "source_image": self.source_image,
             **self.extra,
         }
+
+
+def split_settings(settings: dict[str, Any], ignored: Iterable[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(applied, ignored) halves of `settings`."""
+    names = set(ignored)
+    return ({k: v for k, v in settings.items() if k not in names},
+            {k: v for k, v in settings.items() if k in names})
 
 
 def _material(texture: np.ndarray | None, name: str) -> trimesh.visual.material.PBRMaterial:

@@ -46,12 +46,15 @@ def decimate_with_uvs(mesh: UVMesh, face_budget: int) -> UVMesh:
 
 
 def lod_chain(mesh: UVMesh, levels: int, ratio: float = 0.5) -> list[UVMesh]:
-    """`levels` meshes, each with about `ratio` times the faces of the one before."""
+    """Up to `levels` meshes, each with about `ratio` times the faces of the one before; the chain
+    stops where a mesh cannot be coarsened (many small open parts whose boundaries are kept)."""
     chain, current = [], mesh
     for _ in range(levels):
         target = max(int(len(current.faces) * ratio), 4)
         if target >= len(current.faces):
             break
-        current = decimate_with_uvs(current, target)
-        chain.append(current)
+        coarser = decimate_with_uvs(current, target)
+        if len(coarser.faces) >= len(current.faces):
+            break
+        chain.append(current := coarser)
     return chain

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -149,10 +150,10 @@ class TextureStage:
 
 
 def write_textured_glb(path: Path, textured: TexturedMesh, settings: dict, *, source_image: str | None,
-                       name: str = "asset", ctx: JobContext | None = None) -> Path:
-    """The textured mesh (+ `lod_levels` coarser levels sharing its texture) as one GLB."""
+                       name: str = "asset", ctx: JobContext | None = None, ignored: Iterable[str] = ()) -> Path:
+    """The textured mesh (+ `lod_levels` coarser levels sharing its texture) as one GLB; the
+    `ignored` settings are recorded apart from the applied ones."""
     levels = int(settings.get("lod_levels", 0))
     lods = call_native(lod_chain, textured.mesh, levels, ctx=ctx, what="level-of-detail") if levels else []
-    meta = ExportMetadata(engine="step1x3d", model=MODEL, settings=dict(settings), seed=settings.get("seed"),
-                          source_image=source_image)
+    meta = ExportMetadata.applied("step1x3d", MODEL, dict(settings), ignored, source_image=source_image)
     return write_glb(path, textured.mesh, textured.texture, meta, lods=lods, name=name)

@@ -13,16 +13,16 @@ from pathlib import Path
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import EntryNotFoundError
 
-from backend.runtime.weights import SDXL_REPO, SDXL_VAE_REPO, STEP1X3D_REPO
+from backend.runtime.weights import SDXL_BASE_FILES as BASE_FILES
+from backend.runtime.weights import SDXL_REPO as SDXL_BASE
+from backend.runtime.weights import SDXL_VAE_FILES as VAE_FILES
+from backend.runtime.weights import SDXL_VAE_REPO as SDXL_VAE
+from backend.runtime.weights import STEP1X3D_REPO as STEP1X3D
 from shared.errors import BackendError
 
 from .adapter import ADAPTER_FILE
 
-SDXL_BASE, SDXL_VAE, STEP1X3D = SDXL_REPO, SDXL_VAE_REPO, STEP1X3D_REPO
-BASE_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "tokenizer_2/*", "unet/config.json", "text_encoder/config.json",
-              "text_encoder_2/config.json", "unet/diffusion_pytorch_model.fp16.safetensors",
-              "text_encoder/model.fp16.safetensors", "text_encoder_2/model.fp16.safetensors"]
-VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
+__all__ = ["BASE_FILES", "SDXL_BASE", "SDXL_VAE", "STEP1X3D", "VAE_FILES", "adapter_path", "resolve", "weights_variant"]
 
 
 def resolve(source: str, patterns: list[str], what: str) -> Path:

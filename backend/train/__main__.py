@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.errors import BackendError
+from shared.cli import run_command
 
 
 def build_task(config, accelerator):
@@ -36,14 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     from .config import load
 
-    try:
-        config = load(ns.config, ns.overrides)
-        result = run(config)
-    except BackendError as exc:
-        print(f"error {exc}", file=sys.stderr)
-        return exc.exit_status
-    print(f"done: {result.steps} steps; model in {result.final_dir}")
-    return 0
+    def body() -> int:
+        result = run(load(ns.config, ns.overrides))
+        print(f"done: {result.steps} steps; model in {result.final_dir}")
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ bpy.context.view_layer.update()
 lo, hi = importer.world_bounds(obj)
 images = [n.image for m in obj.data.materials for n in m.node_tree.nodes if n.type == "TEX_IMAGE" and n.image]
 result(generate=dict(
-    ret=sorted(ret), collections=[c.name for c in obj.users_collection], seed=obj["step1x3d_seed"],
+    ret=sorted(ret), collections=[c.name for c in obj.users_collection], seed=obj.get("step1x3d_seed"),
+    ignored=obj["step1x3d_ignored_settings"].to_dict(), applied=obj["step1x3d_settings"].to_dict(),
     engine=obj["step1x3d_engine"], bottom=float(lo[2]), faces=len(obj.data.polygons),
     image_size=list(images[0].size) if images else None, state=RUNTIME.state,
     extent=float(max(hi - lo)), centre=[float((lo[0] + hi[0]) / 2), float((lo[1] + hi[1]) / 2)],
@@ -75,7 +76,10 @@ def test_real_preview_backend(tmp_path):
                 tmp_path, timeout=600)
     g = r["generate"]
     assert g["ret"] == ["FINISHED"] and g["collections"] == ["Step1X-3D"]
-    assert g["seed"] == 5 and g["engine"] == "preview" and g["state"] == "ready"
+    assert g["engine"] == "preview" and g["state"] == "ready"
+    # the preview uses no randomness: the seed is listed as ignored, never stamped as applied
+    assert g["seed"] is None and g["ignored"]["seed"] == 5 and "seed" not in g["applied"]
+    assert g["applied"]["face_count"] == 3000 and "octree_resolution" in g["ignored"]
     assert g["bottom"] == pytest.approx(-1.0, abs=1e-4) and g["centre"] == pytest.approx([0.0, 0.0], abs=1e-4)
     assert 0 < g["faces"] <= 3000 and g["image_size"] == [512, 512]
     assert g["extent"] == pytest.approx(1.0, abs=0.02), "the backend's unit-size asset keeps its scale"

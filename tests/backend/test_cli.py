@@ -31,11 +31,13 @@ def ellipse(tmp_path) -> Path:
 def test_generate_writes_a_glb_and_reports_json(tmp_path, ellipse):
     out = tmp_path / "deep" / "er" / "e.glb"
     proc = run_cli("generate", str(ellipse), "-o", str(out), "--engine", "preview", "--face-count", "3000",
-                   "--texture-resolution", "256", "--json")
+                   "--texture-resolution", "256", "--geometry-steps", "9", "--json")
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stdout.strip().splitlines()[-1])
     assert line["ok"] and Path(line["path"]) == out and out.stat().st_size > 1000
     assert line["metadata"]["engine"] == "preview"
+    assert line["metadata"]["ignored_settings"]["geometry_steps"] == 9 and "face_count" in line["metadata"]["settings"]
+    assert "did not use --geometry-steps" in proc.stderr and "--face-count" not in proc.stderr
     assert "geometry" in proc.stderr  # progress goes to stderr
 
 
@@ -50,7 +52,8 @@ def test_folder_of_images_gives_one_glb_each_and_keeps_going(tmp_path, ellipse):
     results = [json.loads(x) for x in proc.stdout.splitlines()]
     assert [r["ok"] for r in results] == [True, True, False]
     assert results[2]["code"] == "input_unreadable"
-    assert proc.returncode == CODES["input_unreadable"].exit_status
+    assert proc.returncode == CODES["batch_incomplete"].exit_status  # the batch's summary, not the last failure's
+    assert "[input_unreadable]" in proc.stderr and "2 of 3 succeeded" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.glb", "b.glb"]
 
 
@@ -79,6 +82,23 @@ def test_bad_inputs_exit_with_their_code(tmp_path, ellipse, case, code):
     assert proc.returncode == CODES[code].exit_status, proc.stderr
     assert f"[{code}]" in proc.stderr
     assert not (tmp_path / "x.glb").exists()
+
+
+def test_output_that_cannot_be_created_is_refused_before_any_work(tmp_path, ellipse):
+    """/proc takes no new files, not even from root (whose permission bits say yes)."""
+    from backend.jobs import make_spec
+    from shared.errors import BackendError
+
+    for out in ("/proc/step1x3d-test.glb", "/proc/step1x3d-test/deeper/x.glb"):
+        with pytest.raises(BackendError) as info:
+            make_spec(image=str(ellipse), output=out, engine="preview")
+        assert info.value.code == "output_unwritable"
+    folder = tmp_path / "taken.glb"
+    folder.mkdir()  # the output name exists as a folder
+    with pytest.raises(BackendError) as info:
+        make_spec(image=str(ellipse), output=str(folder), engine="preview")
+    assert info.value.code == "output_unwritable"
+    assert sorted(tmp_path.iterdir()) == sorted([ellipse, folder])  # no probe file left behind
 
 
 def test_step1x3d_engine_without_gpu_says_so(tmp_path, ellipse):

@@ -75,7 +75,8 @@ def test_glb_carries_pbr_material_and_provenance(tmp_path):
     assert pbr["metallicFactor"] == 0.0 and pbr["roughnessFactor"] == 1.0 and "baseColorTexture" in pbr
     assert "NORMAL" in tree["meshes"][0]["primitives"][0]["attributes"]
     extras = tree["asset"]["extras"]
-    assert extras["ai_generated"] is True and extras["engine"] == "preview" and extras["seed"] == 11
+    assert extras["ai_generated"] is True and extras["engine"] == "preview"
+    assert extras["seed"] is None and extras["ignored_settings"]["seed"] == 11  # nothing in the preview is random
     assert extras["settings"]["face_count"] == 3000
     assert not list(tmp_path.glob(".out.glb.*"))  # no temporary file left behind
 
@@ -86,3 +87,110 @@ def test_untextured_output(tmp_path):
     result, _ = _generate(tmp_path, tmp_path / "e.png", texture=False, face_count=2000)
     mesh, texture = load_textured(result.path)
     assert texture is None and 0 < len(mesh.faces) <= 2000
+
+
+def _given_mesh(tmp_path):
+    """An off-centre, unevenly scaled sphere in another unit system, written as OBJ (+Y up)."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(3)
+    vertices = sphere.vertices * [3.0, 5.0, 2.0] + [10.0, -4.0, 7.0]
+    path = tmp_path / "given.obj"
+    trimesh.Trimesh(vertices, sphere.faces, process=False).export(path)
+    return path, vertices, np.asarray(sphere.faces)
+
+
+def test_given_mesh_is_the_geometry_and_gets_the_image_projected(tmp_path):
+    import trimesh
+
+    from backend.mesh.frame import fit_unit_box
+
+    rgb, _ = striped_ellipse(256)
+    Image.fromarray(rgb).save(tmp_path / "e.png")
+    path, vertices, faces = _given_mesh(tmp_path)
+    spec = make_spec(image=str(tmp_path / "e.png"), mesh=str(path), output=str(tmp_path / "out.glb"),
+                     engine="preview", settings={"texture_resolution": 512})
+    result = PreviewEngine().run(JobContext(spec=spec, work_dir=tmp_path))
+    mesh, texture = load_textured(result.path)
+    # the GLB's geometry is the given mesh after the output normalisation (centred, largest extent 1)
+    want = fit_unit_box(vertices).apply(vertices)
+    assert len(mesh.faces) == len(faces)
+    got_triangles = np.unique(np.round(mesh.vertices[mesh.faces], 4).reshape(-1, 9), axis=0)
+    want_triangles = np.unique(np.round(want[faces], 4).reshape(-1, 9), axis=0)
+    np.testing.assert_array_equal(got_triangles, want_triangles)
+    assert len(trimesh.load(result.path).geometry) == 1
+    # the image's colour bands reach the mesh: top of the front view red, middle green, bottom blue
+    image, rendered = _front(mesh, texture, 256)
+    rows = np.nonzero(rendered.any(1))[0]
+    top, bottom = rows.min(), rows.max()
+    for frac, band in ((0.15, 0), (0.5, 1), (0.85, 2)):
+        row = int(top + frac * (bottom - top))
+        colours = image[row][rendered[row]]
+        assert colours.mean(0).argmax() == band, (frac, colours.mean(0))
+    extras = gltf_json(result.path)["asset"]["extras"]
+    assert extras["model"] == "given mesh" and "face_count" in extras["ignored_settings"]
+    assert "face_count" not in extras["settings"]
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "not_a_mesh", "text", "points"])
+def test_unreadable_meshes_are_refused_before_any_work(tmp_path, case):
+    import trimesh
+
+    from shared.errors import BackendError
+
+    rgb, _ = striped_ellipse(64)
+    Image.fromarray(rgb).save(tmp_path / "e.png")
+    good = trimesh.creation.icosphere(2)
+    if case == "missing":
+        path, code = tmp_path / "nothing.glb", "input_not_found"
+    elif case == "empty":
+        path, code = tmp_path / "empty.obj", "input_unreadable"
+        path.write_bytes(b"")
+    elif case == "truncated":
+        path, code = tmp_path / "cut.glb", "input_unreadable"
+        data = good.export(file_type="glb")
+        path.write_bytes(data[: len(data) // 2])
+    elif case == "not_a_mesh":
+        path, code = tmp_path / "image.ply", "input_unreadable"
+        path.write_bytes((tmp_path / "e.png").read_bytes())
+    elif case == "text":
+        path, code = tmp_path / "notes.txt", "input_unreadable"
+        path.write_text("v 0 0 0\n")
+    else:
+        path, code = tmp_path / "points.ply", "input_unreadable"
+        trimesh.PointCloud(good.vertices).export(path)
+    with pytest.raises(BackendError) as info:
+        make_spec(image=str(tmp_path / "e.png"), mesh=str(path), output=str(tmp_path / "out.glb"), engine="preview")
+    assert info.value.code == code, info.value.message
+    assert not (tmp_path / "out.glb").exists()
+
+
+def test_provenance_lists_applied_and_ignored_settings_and_lods_are_written(tmp_path):
+    rgb, _ = striped_ellipse(128)
+    Image.fromarray(rgb).save(tmp_path / "e.png")
+    result, _ = _generate(tmp_path, tmp_path / "e.png", texture_resolution=256, face_count=3000, lod_levels=2,
+                          geometry_steps=7, model="base", seed=11)
+    tree = gltf_json(result.path)
+    extras = tree["asset"]["extras"]
+    assert extras["settings"]["lod_levels"] == 2 and extras["settings"]["face_count"] == 3000
+    for name in ("geometry_steps", "model", "seed", "texture_steps", "octree_resolution"):
+        assert name in extras["ignored_settings"] and name not in extras["settings"], name
+    assert extras["ignored_settings"]["geometry_steps"] == 7 and extras["seed"] is None
+    names = sorted(node["name"] for node in tree["nodes"] if "mesh" in node)
+    assert names == ["e", "e_LOD1", "e_LOD2"]
+    assert result.metadata["lods"] and len(result.metadata["lods"]) == 2
+    assert result.metadata["lods"][0] < result.metadata["faces"] and result.metadata["lods"][1] < result.metadata["lods"][0]
+    assert result.metadata["ignored_settings"] == extras["ignored_settings"]
+
+
+def test_lod_chain_stops_where_a_mesh_cannot_be_coarsened():
+    """Separate triangles are all boundary, which the decimation keeps: no level would be coarser."""
+    from backend.mesh.uv import unwrap
+    from backend.texture.lod import lod_chain
+
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(-1, 1, (200, 1, 3)) + rng.uniform(-0.05, 0.05, (200, 3, 3))
+    mesh = unwrap(corners.reshape(-1, 3), np.arange(600).reshape(-1, 3), 256)
+    chain = lod_chain(mesh, 2)
+    assert all(len(b.faces) < len(a.faces) for a, b in zip([mesh, *chain], chain))
+    assert chain == []

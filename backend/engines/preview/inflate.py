@@ -18,6 +18,28 @@ from skimage import measure, morphology
 from backend.mesh.frame import UnitFit, fit_unit_box
 
 
+@dataclass(frozen=True)
+class PixelMap:
+    """Input pixels to the glTF frame's x/y: x = (col - centre_col) * scale, y = (centre_row - row) * scale."""
+
+    scale: float  # world units per input pixel
+    centre_col: float
+    centre_row: float
+
+
+def fit_silhouette(alpha: np.ndarray, vertices: np.ndarray) -> PixelMap:
+    """Lay the image's foreground box over the front silhouette box of a given mesh: the two
+    centres meet and one scale (the geometric mean of the width and height ratios) keeps the
+    image's aspect, so a mesh of another shape still receives an undistorted picture."""
+    rows, cols = np.nonzero(alpha > 0.5)  # never empty: foreground_alpha refuses an empty foreground
+    lo, hi = np.asarray(vertices, np.float64)[:, :2].min(0), np.asarray(vertices, np.float64)[:, :2].max(0)
+    width, height = cols.max() + 1 - cols.min(), rows.max() + 1 - rows.min()
+    scale = float(np.sqrt(max(hi[0] - lo[0], 1e-9) / width * max(hi[1] - lo[1], 1e-9) / height))
+    box_col, box_row = (cols.min() + cols.max() + 1) / 2.0, (rows.min() + rows.max() + 1) / 2.0
+    mid = (lo + hi) / 2.0
+    return PixelMap(scale, box_col - mid[0] / scale, box_row + mid[1] / scale)
+
+
 @dataclass
 class Inflated:
     """The mesh in the glTF frame (front +Z, up +Y, centred, largest extent 1) and the map from
@@ -34,6 +56,10 @@ class Inflated:
         return replace(self, vertices=fit.apply(vertices), scale=self.scale * fit.factor,
                        centre_col=self.centre_col + fit.centre[0] / self.scale,
                        centre_row=self.centre_row - fit.centre[1] / self.scale)
+
+    @property
+    def pixels(self) -> PixelMap:
+        return PixelMap(self.scale, self.centre_col, self.centre_row)
 
 
 def union_of_balls_height(mask: np.ndarray) -> np.ndarray:
