@@ -325,15 +325,24 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def _download_remover(components: list[str]) -> list[str] | None:
-    """Fetch the background remover's model file when `components` is empty (all) or names it;
-    returns the components left for the hub download (None: nothing left)."""
-    from .background import REMOVER_COMPONENT, download_model
+    """Fetch the background remover's model file when `components` is empty (the defaults) or names
+    it; returns the components left for the hub download (None: nothing left). Among the defaults it
+    is optional (photos fall back to GrabCut), so a failure there is a warning; asked for by name it
+    is an error."""
+    from .background import REMOVER_COMPONENT, download_model, remover_model_files
 
     if components and REMOVER_COMPONENT not in components:
         return components
-    # stderr, like pooch's progress bar: stdout stays the download's own report (the add-on parses it)
-    print(f"background remover: {download_model().describe()}", file=sys.stderr)
     rest = [c for c in components if c != REMOVER_COMPONENT]
+    # stderr, like pooch's progress bar: stdout stays the download's own report (the add-on parses it)
+    have = remover_model_files()[0]
+    try:
+        print(f"background remover: {(have if have.present else download_model()).describe()}", file=sys.stderr)
+    except BackendError as err:
+        if components:
+            raise
+        print(f"warning: background remover not downloaded ({err.message}); photos without alpha use the "
+              "GrabCut fallback", file=sys.stderr)
     return None if components and not rest else rest
 
 

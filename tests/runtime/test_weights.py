@@ -148,6 +148,11 @@ def test_download_command_json_events_and_exit_status(cache, monkeypatch, capsys
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     lost = "Step1X-3D-Texture/step1x-3d-ig2v.safetensors"
     monkeypatch.setattr(weights, "HuggingFaceHub", lambda: FakeHub(cache, hub_with_everything(), drop=lost))
+
+    def no_network():  # the remover's own download (not the hub's) fails here: only a warning among the defaults
+        raise BackendError("weights_not_found", "no network")
+
+    monkeypatch.setattr("backend.background.download_model", no_network)
     status = cli.main(["download", "--json", "--weights", "myorg/custom", "--model", "base", "--no-texture"])
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert status == 0 and lines[-1]["event"] == "done" and "geometry-base" in lines[-1]["weights"]["found"]
