@@ -4,7 +4,7 @@
 
 MESH_OR_LIST is a mesh file, a folder (searched recursively) or a list file (one path per line
 or a JSON array), as for `blender_render.batch`; objects get the same ids there and here
-(`<stem>-<hash of the path>`), so `OUTDIR/<id>.npz` pairs with the renders `RENDERS/<id>/`.
+(`shared.jobs.object_id`), so `OUTDIR/<id>.npz` pairs with the renders `RENDERS/<id>/`.
 Each .npz holds the reference's keys (step1x3d-reference.md §5.2): `surface [N, 6]`,
 `sharp_surface [N, 6]`, `near_surface_points [2N, 4]`, `volume_rand_points [N, 4]` (SDF
 positive inside) and `bounds [-1.05, 1.05]`. An .npz is written under a temporary name and
@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_render.jobs import Log, list_inputs, make_tasks
-from blender_render.options import INPUT_FORMATS
-from blender_render.progress import Progress
 from shared.errors import BackendError
+from shared.jobs import Log, list_inputs, make_tasks, split_done
+from shared.progress import Progress
 
 from .bvh import TriangleBVH
 from .meshes import load_mesh, normalisation
@@ -155,12 +154,6 @@ def _run_one(source: str, out_path: str, options: PrepareOptions) -> dict:
                 "trace": traceback.format_exc()[-4000:]}
 
 
-def input_paths(source: Path) -> list[Path]:
-    if source.is_file() and source.suffix.lower().lstrip(".") in INPUT_FORMATS:
-        return [source]
-    return list_inputs(source)
-
-
 def run_batch(source: Path, out_dir: Path, options: PrepareOptions, workers: int = 1,
               overwrite: bool = False) -> tuple[int, int]:
     """Prepare every object not yet done; returns (ok, failed) counts for this run."""
@@ -170,8 +163,8 @@ def run_batch(source: Path, out_dir: Path, options: PrepareOptions, workers: int
         raise BackendError("output_unwritable", f"cannot create {out_dir}: {exc}") from None
     for stale in out_dir.glob(".*.tmp-*"):
         stale.unlink(missing_ok=True)
-    tasks = make_tasks(input_paths(source))
-    todo = [t for t in tasks if overwrite or not (out_dir / f"{t.id}.npz").is_file()]
+    tasks = make_tasks(list_inputs(source))
+    todo = tasks if overwrite else split_done(tasks, lambda t: (out_dir / f"{t.id}.npz").is_file())[0]
     log = Log(out_dir / LOG_NAME)
     log.write("batch", inputs=len(tasks), todo=len(todo), options=asdict(options))
     progress = Progress(len(todo))
