@@ -9,7 +9,8 @@ Each .npz holds the reference's keys (step1x3d-reference.md §5.2): `surface [N,
 `sharp_surface [N, 6]`, `near_surface_points [2N, 4]`, `volume_rand_points [N, 4]` (SDF
 positive inside) and `bounds [-1.05, 1.05]`. An .npz is written under a temporary name and
 renamed, so a killed run resumes where it stopped (complete files are skipped); every outcome
-goes to OUTDIR/prepare_log.jsonl. Exit status 0 when every object is done, 1 when some failed.
+goes to OUTDIR/prepare_log.jsonl and each failure's reason to stderr as well. Exit status 0 when
+every object is done, 1 when some failed.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from shared.jobs import Log, list_inputs, make_tasks, split_done
 from shared.progress import Progress
 
 from .bvh import TriangleBVH
-from .meshes import load_mesh, normalisation
+from .meshes import load_mesh, normalisation, tidy
 from .sampling import near_surface_points, sample_sharp, sample_surface, volume_points
 from .watertight import WatertightOptions, make_watertight
 
@@ -81,8 +82,13 @@ def prepare_mesh(vertices: np.ndarray, faces: np.ndarray, options: PrepareOption
     o = options
     rng = np.random.default_rng(o.seed)
     norm = normalisation(vertices, faces)
-    v_in = norm.apply(vertices)
     info: dict = {"normalisation": norm.to_dict()}
+    input_faces = len(faces)
+    tidied = tidy(norm.apply(vertices), faces)
+    if len(tidied.faces) == 0:
+        raise BackendError("input_unreadable", "no face with a non-zero area")
+    v_in, faces = tidied.vertices, tidied.faces
+    info["tidy"] = tidied.stats
     t0 = time.perf_counter()
     if o.skip_watertight and is_closed(v_in, faces):
         v, f = v_in, faces
@@ -107,7 +113,7 @@ def prepare_mesh(vertices: np.ndarray, faces: np.ndarray, options: PrepareOption
         "bounds": np.array([-bounds, bounds], dtype=np.float32),
     }
     info["seconds"] = round(time.perf_counter() - t0, 3)
-    info["faces"] = {"input": int(len(faces)), "watertight": int(len(f))}
+    info["faces"] = {"input": int(input_faces), "watertight": int(len(f))}
     return Prepared(arrays, v, f, info)
 
 
@@ -150,7 +156,10 @@ def _run_one(source: str, out_path: str, options: PrepareOptions) -> dict:
     except MemoryError:
         return {"status": "failed", "code": "out_of_memory", "message": "out of memory"}
     except Exception as exc:  # one broken asset must not stop a batch of thousands
-        return {"status": "failed", "code": "internal_error", "message": f"{type(exc).__name__}: {exc}",
+        cause = exc
+        while cause.__cause__ is not None:  # numba wraps a kernel's error in a SystemError
+            cause = cause.__cause__
+        return {"status": "failed", "code": "internal_error", "message": f"{type(cause).__name__}: {cause}",
                 "trace": traceback.format_exc()[-4000:]}
 
 
@@ -174,6 +183,8 @@ def run_batch(source: Path, out_dir: Path, options: PrepareOptions, workers: int
         nonlocal ok, failed
         log.write("object", id=task.id, input=str(task.input), output=str(out_dir / f"{task.id}.npz"), **outcome)
         ok, failed = ok + (outcome["status"] == "ok"), failed + (outcome["status"] != "ok")
+        if outcome["status"] != "ok":  # the reason on the console too, not only in the log
+            progress.note(f"failed {task.input}: [{outcome['code']}] {outcome['message']}")
         progress.update(outcome["status"] == "ok")
 
     try:
