@@ -27,6 +27,7 @@ import numpy as np
 
 from shared.errors import BackendError
 from shared.jobs import Log, list_inputs, make_tasks, split_done
+from shared.lifetime import die_with_parent
 from shared.progress import Progress
 
 from .bvh import TriangleBVH
@@ -193,7 +194,11 @@ def run_batch(source: Path, out_dir: Path, options: PrepareOptions, workers: int
                 record(t, _run_one(str(t.input), str(out_dir / f"{t.id}.npz"), options))
         else:
             # One object per worker process: a crash or a leak stays with its object.
-            with ProcessPoolExecutor(workers, max_tasks_per_child=1) as pool:
+            # die_with_parent: a killed batch leaves no worker behind (its kernel signal follows
+            # the starting thread: here the main thread, or the pool's manager thread for the
+            # replacements, both alive as long as the pool)
+            with ProcessPoolExecutor(workers, max_tasks_per_child=1, initializer=die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(_run_one, str(t.input), str(out_dir / f"{t.id}.npz"), options): t for t in todo}
                 for future in as_completed(futures):
                     try:

@@ -13,22 +13,11 @@ from pathlib import Path
 import psutil
 from PIL import Image
 
+from tests.process_family import MARK, marked
+
 from .synth import striped_ellipse
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def marked(marker: str) -> list[psutil.Process]:
-    """Live processes (zombies hold nothing) carrying the marker in their environment: the
-    server's whole family, even those reparented after its death."""
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE and p.environ().get("ORPHAN_TEST_MARK") == marker:
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 def test_sigkill_mid_job_leaves_no_descendant_and_stderr_ends(tmp_path):
@@ -36,7 +25,7 @@ def test_sigkill_mid_job_leaves_no_descendant_and_stderr_ends(tmp_path):
     image = tmp_path / "e.png"
     Image.fromarray(rgb).save(image)
     marker = uuid.uuid4().hex
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ORPHAN_TEST_MARK": marker}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), MARK: marker}
     proc = subprocess.Popen([sys.executable, "-m", "backend", "serve", "--engine", "preview"], cwd=ROOT, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stderr_done = threading.Event()
