@@ -21,20 +21,10 @@ if __package__ in (None, ""):  # run as a file by `blender -b -P`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _die_with_parent() -> None:
-    """Linux: get SIGKILL when the driver dies, so a killed batch leaves no rendering orphans."""
-    parent = int(os.environ.get("BLENDER_RENDER_PARENT", "0"))
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if parent and os.getppid() != parent:  # the driver died before prctl took effect
-        os._exit(1)
-
-
 def main() -> int:
-    _die_with_parent()
+    from shared.lifetime import die_with_parent
+
+    die_with_parent(int(os.environ.get("BLENDER_RENDER_PARENT", "0")))  # a killed batch leaves no orphans
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # Blender's C-level prints now land in the log, not in the reply stream
 

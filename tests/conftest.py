@@ -27,6 +27,13 @@ def _has_cuda() -> bool:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one")
+    config.addinivalue_line("markers", "numpy2: reruns the backend's tests on numpy 2 (tests/test_numpy2.py)")
+    if os.environ.get("STEP1X_NUMPY2_RUN"):  # inside that rerun: numpy 2 for real, its deprecations fatal
+        import numpy
+
+        if int(numpy.__version__.split(".")[0]) < 2:
+            pytest.exit(f"the numpy 2 run found numpy {numpy.__version__}", returncode=3)
+        config.addinivalue_line("filterwarnings", "error:.*deprecated in NumPy:DeprecationWarning")
     config.addinivalue_line("filterwarnings", "ignore:The TBB threading layer requires TBB version")
 
 

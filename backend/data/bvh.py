@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 LEAF = 8
+FLAT = 1e-8  # a triangle whose smallest height is below this fraction of its longest edge is measured by its edges
 _STACK = 256
 _CHUNK = 1024  # query points per parallel work item (one traversal stack each)
 
@@ -228,48 +229,62 @@ def _dot(x0, x1, x2, y0, y1, y2):
     return x0 * y0 + x1 * y1 + x2 * y2
 
 
+@numba.njit(cache=True, inline="always")
+def _segment_distance2(px, py, pz, ex, ey, ez):
+    """Squared distance from p (relative to the segment's start) to the segment start + t e,
+    t in [0, 1]; a zero-length segment is its start point."""
+    e2 = _dot(ex, ey, ez, ex, ey, ez)
+    t = 0.0
+    if e2 > 0.0:
+        t = min(max(_dot(px, py, pz, ex, ey, ez) / e2, 0.0), 1.0)
+    rx, ry, rz = px - t * ex, py - t * ey, pz - t * ez
+    return _dot(rx, ry, rz, rx, ry, rz)
+
+
 @numba.njit(cache=True)
 def _triangle_distance2(q, tri):
-    """Squared distance from q to a triangle (closest-feature regions: vertices, edges, face),
-    in scalars: temporaries in this innermost loop would cost a heap allocation each."""
+    """Squared distance from q to a triangle, in scalars: temporaries in this innermost loop would
+    cost a heap allocation each.
+
+    Ericson's closest-feature regions (vertices, edges, face) pick the feature; edges are measured
+    as clamped segments and the face as the distance to the plane, so no division can meet a zero.
+    A triangle flatter than `FLAT` (smallest height over longest edge), zero-length edges and
+    coincident corners included, is measured as its three edges: its face is no farther from any
+    point than they are by more than that height, while its plane is not known to that precision."""
     ax, ay, az = tri[0, 0], tri[0, 1], tri[0, 2]
     abx, aby, abz = tri[1, 0] - ax, tri[1, 1] - ay, tri[1, 2] - az
     acx, acy, acz = tri[2, 0] - ax, tri[2, 1] - ay, tri[2, 2] - az
+    bcx, bcy, bcz = tri[2, 0] - tri[1, 0], tri[2, 1] - tri[1, 1], tri[2, 2] - tri[1, 2]
     apx, apy, apz = q[0] - ax, q[1] - ay, q[2] - az
+    bpx, bpy, bpz = q[0] - tri[1, 0], q[1] - tri[1, 1], q[2] - tri[1, 2]
+    nx, ny, nz = aby * acz - abz * acy, abz * acx - abx * acz, abx * acy - aby * acx
+    n2 = _dot(nx, ny, nz, nx, ny, nz)
+    longest2 = max(_dot(abx, aby, abz, abx, aby, abz), _dot(acx, acy, acz, acx, acy, acz),
+                   _dot(bcx, bcy, bcz, bcx, bcy, bcz))
+    if not n2 > FLAT * FLAT * longest2 * longest2:  # (2 area / longest)^2 <= (FLAT longest)^2
+        return min(_segment_distance2(apx, apy, apz, abx, aby, abz), _segment_distance2(apx, apy, apz, acx, acy, acz),
+                   _segment_distance2(bpx, bpy, bpz, bcx, bcy, bcz))
     d1, d2 = _dot(abx, aby, abz, apx, apy, apz), _dot(acx, acy, acz, apx, apy, apz)
     if d1 <= 0.0 and d2 <= 0.0:
         return _dot(apx, apy, apz, apx, apy, apz)
-    bpx, bpy, bpz = q[0] - tri[1, 0], q[1] - tri[1, 1], q[2] - tri[1, 2]
     d3, d4 = _dot(abx, aby, abz, bpx, bpy, bpz), _dot(acx, acy, acz, bpx, bpy, bpz)
     if d3 >= 0.0 and d4 <= d3:
         return _dot(bpx, bpy, bpz, bpx, bpy, bpz)
     vc = d1 * d4 - d3 * d2
     if vc <= 0.0 and d1 >= 0.0 and d3 <= 0.0:
-        v = d1 / (d1 - d3)
-        rx, ry, rz = apx - v * abx, apy - v * aby, apz - v * abz
-        return _dot(rx, ry, rz, rx, ry, rz)
+        return _segment_distance2(apx, apy, apz, abx, aby, abz)
     cpx, cpy, cpz = q[0] - tri[2, 0], q[1] - tri[2, 1], q[2] - tri[2, 2]
     d5, d6 = _dot(abx, aby, abz, cpx, cpy, cpz), _dot(acx, acy, acz, cpx, cpy, cpz)
     if d6 >= 0.0 and d5 <= d6:
         return _dot(cpx, cpy, cpz, cpx, cpy, cpz)
     vb = d5 * d2 - d1 * d6
     if vb <= 0.0 and d2 >= 0.0 and d6 <= 0.0:
-        w = d2 / (d2 - d6)
-        rx, ry, rz = apx - w * acx, apy - w * acy, apz - w * acz
-        return _dot(rx, ry, rz, rx, ry, rz)
+        return _segment_distance2(apx, apy, apz, acx, acy, acz)
     va = d3 * d6 - d5 * d4
     if va <= 0.0 and (d4 - d3) >= 0.0 and (d5 - d6) >= 0.0:
-        w = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        rx = bpx - w * (tri[2, 0] - tri[1, 0])
-        ry = bpy - w * (tri[2, 1] - tri[1, 1])
-        rz = bpz - w * (tri[2, 2] - tri[1, 2])
-        return _dot(rx, ry, rz, rx, ry, rz)
-    den = va + vb + vc
-    if den == 0.0:  # degenerate triangle: its edges were handled above
-        return _dot(apx, apy, apz, apx, apy, apz)
-    v, w = vb / den, vc / den
-    rx, ry, rz = apx - v * abx - w * acx, apy - v * aby - w * acy, apz - v * abz - w * acz
-    return _dot(rx, ry, rz, rx, ry, rz)
+        return _segment_distance2(bpx, bpy, bpz, bcx, bcy, bcz)
+    h = _dot(apx, apy, apz, nx, ny, nz)
+    return h * h / n2
 
 
 @numba.njit(cache=True, parallel=True)

@@ -66,3 +66,35 @@ def normalisation(vertices: np.ndarray, faces: np.ndarray) -> Normalisation:
     if not extent > 0.0:
         raise BackendError("input_unreadable", "the mesh has zero size")
     return Normalisation(tuple(float(c) for c in centre), 1.0 / extent)
+
+
+@dataclass(frozen=True)
+class Tidied:
+    vertices: np.ndarray  # (V, 3) float64, every vertex used
+    faces: np.ndarray  # (F, 3) int64
+    stats: dict  # what was merged or dropped
+
+
+def tidy(vertices: np.ndarray, faces: np.ndarray, drop_flat: bool = True) -> Tidied:
+    """Merge vertices at identical positions, drop faces that then repeat a corner and, with
+    `drop_flat`, faces of exactly zero area (collinear corners); drop unused vertices.
+
+    Scanned and modelled meshes carry all of these (format seams, slivers, stray lines), and so
+    does marching cubes (corners a rounding step apart). Nothing else moves: a collapsed face of a
+    closed surface is an edge collapse, and a flat face adds nothing to its winding number or its
+    distance field. `drop_flat=False` keeps flat faces whose three corners differ, because removing
+    them would open slits in a surface that must stay closed."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    unique, inverse = np.unique(vertices, axis=0, return_inverse=True)
+    f = inverse.reshape(-1)[faces]
+    repeated = (f[:, 0] == f[:, 1]) | (f[:, 1] == f[:, 2]) | (f[:, 0] == f[:, 2])
+    flat = np.zeros(len(f), dtype=bool)
+    if drop_flat:
+        t = unique[f]
+        flat = ~repeated & ~np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]).any(axis=1)
+    f = f[~(repeated | flat)]
+    used, f_new = np.unique(f, return_inverse=True)
+    stats = {"merged_vertices": int(len(vertices) - len(unique)), "collapsed_faces": int(repeated.sum()),
+             "flat_faces": int(flat.sum())}
+    return Tidied(unique[used], f_new.reshape(-1, 3).astype(np.int64), stats)

@@ -4,12 +4,13 @@
 
 MESH_OR_LIST is a mesh file, a folder (searched recursively) or a list file (one path per line
 or a JSON array), as for `blender_render.batch`; objects get the same ids there and here
-(`<stem>-<hash of the path>`), so `OUTDIR/<id>.npz` pairs with the renders `RENDERS/<id>/`.
+(`shared.jobs.object_id`), so `OUTDIR/<id>.npz` pairs with the renders `RENDERS/<id>/`.
 Each .npz holds the reference's keys (step1x3d-reference.md §5.2): `surface [N, 6]`,
 `sharp_surface [N, 6]`, `near_surface_points [2N, 4]`, `volume_rand_points [N, 4]` (SDF
 positive inside) and `bounds [-1.05, 1.05]`. An .npz is written under a temporary name and
 renamed, so a killed run resumes where it stopped (complete files are skipped); every outcome
-goes to OUTDIR/prepare_log.jsonl. Exit status 0 when every object is done, 1 when some failed.
+goes to OUTDIR/prepare_log.jsonl and each failure's reason to stderr as well. Exit status 0 when
+every object is done, 1 when some failed.
 """
 from __future__ import annotations
 
@@ -24,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_render.jobs import Log, list_inputs, make_tasks
-from blender_render.options import INPUT_FORMATS
-from blender_render.progress import Progress
 from shared.errors import BackendError
+from shared.jobs import Log, list_inputs, make_tasks, split_done
+from shared.lifetime import die_with_parent
+from shared.progress import Progress
 
 from .bvh import TriangleBVH
-from .meshes import load_mesh, normalisation
+from .meshes import load_mesh, normalisation, tidy
 from .sampling import near_surface_points, sample_sharp, sample_surface, volume_points
 from .watertight import WatertightOptions, make_watertight
 
@@ -82,8 +83,13 @@ def prepare_mesh(vertices: np.ndarray, faces: np.ndarray, options: PrepareOption
     o = options
     rng = np.random.default_rng(o.seed)
     norm = normalisation(vertices, faces)
-    v_in = norm.apply(vertices)
     info: dict = {"normalisation": norm.to_dict()}
+    input_faces = len(faces)
+    tidied = tidy(norm.apply(vertices), faces)
+    if len(tidied.faces) == 0:
+        raise BackendError("input_unreadable", "no face with a non-zero area")
+    v_in, faces = tidied.vertices, tidied.faces
+    info["tidy"] = tidied.stats
     t0 = time.perf_counter()
     if o.skip_watertight and is_closed(v_in, faces):
         v, f = v_in, faces
@@ -108,7 +114,7 @@ def prepare_mesh(vertices: np.ndarray, faces: np.ndarray, options: PrepareOption
         "bounds": np.array([-bounds, bounds], dtype=np.float32),
     }
     info["seconds"] = round(time.perf_counter() - t0, 3)
-    info["faces"] = {"input": int(len(faces)), "watertight": int(len(f))}
+    info["faces"] = {"input": int(input_faces), "watertight": int(len(f))}
     return Prepared(arrays, v, f, info)
 
 
@@ -151,14 +157,11 @@ def _run_one(source: str, out_path: str, options: PrepareOptions) -> dict:
     except MemoryError:
         return {"status": "failed", "code": "out_of_memory", "message": "out of memory"}
     except Exception as exc:  # one broken asset must not stop a batch of thousands
-        return {"status": "failed", "code": "internal_error", "message": f"{type(exc).__name__}: {exc}",
+        cause = exc
+        while cause.__cause__ is not None:  # numba wraps a kernel's error in a SystemError
+            cause = cause.__cause__
+        return {"status": "failed", "code": "internal_error", "message": f"{type(cause).__name__}: {cause}",
                 "trace": traceback.format_exc()[-4000:]}
-
-
-def input_paths(source: Path) -> list[Path]:
-    if source.is_file() and source.suffix.lower().lstrip(".") in INPUT_FORMATS:
-        return [source]
-    return list_inputs(source)
 
 
 def run_batch(source: Path, out_dir: Path, options: PrepareOptions, workers: int = 1,
@@ -170,8 +173,8 @@ def run_batch(source: Path, out_dir: Path, options: PrepareOptions, workers: int
         raise BackendError("output_unwritable", f"cannot create {out_dir}: {exc}") from None
     for stale in out_dir.glob(".*.tmp-*"):
         stale.unlink(missing_ok=True)
-    tasks = make_tasks(input_paths(source))
-    todo = [t for t in tasks if overwrite or not (out_dir / f"{t.id}.npz").is_file()]
+    tasks = make_tasks(list_inputs(source))
+    todo = tasks if overwrite else split_done(tasks, lambda t: (out_dir / f"{t.id}.npz").is_file())[0]
     log = Log(out_dir / LOG_NAME)
     log.write("batch", inputs=len(tasks), todo=len(todo), options=asdict(options))
     progress = Progress(len(todo))
@@ -181,6 +184,8 @@ def run_batch(source: Path, out_dir: Path, options: PrepareOptions, workers: int
         nonlocal ok, failed
         log.write("object", id=task.id, input=str(task.input), output=str(out_dir / f"{task.id}.npz"), **outcome)
         ok, failed = ok + (outcome["status"] == "ok"), failed + (outcome["status"] != "ok")
+        if outcome["status"] != "ok":  # the reason on the console too, not only in the log
+            progress.note(f"failed {task.input}: [{outcome['code']}] {outcome['message']}")
         progress.update(outcome["status"] == "ok")
 
     try:
@@ -189,7 +194,11 @@ def run_batch(source: Path, out_dir: Path, options: PrepareOptions, workers: int
                 record(t, _run_one(str(t.input), str(out_dir / f"{t.id}.npz"), options))
         else:
             # One object per worker process: a crash or a leak stays with its object.
-            with ProcessPoolExecutor(workers, max_tasks_per_child=1) as pool:
+            # die_with_parent: a killed batch leaves no worker behind (its kernel signal follows
+            # the starting thread: here the main thread, or the pool's manager thread for the
+            # replacements, both alive as long as the pool)
+            with ProcessPoolExecutor(workers, max_tasks_per_child=1, initializer=die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(_run_one, str(t.input), str(out_dir / f"{t.id}.npz"), options): t for t in todo}
                 for future in as_completed(futures):
                     try:

@@ -30,6 +30,7 @@ from shared.errors import BackendError
 from shared.views import fibonacci_views, make_view
 
 from .bvh import TriangleBVH, _triangle_distance2
+from .meshes import tidy
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,9 @@ def make_watertight(vertices: np.ndarray, faces: np.ndarray, options: Watertight
     if signed.min() >= o.iso:
         raise BackendError("input_unreadable", "the mesh encloses nothing at this resolution (is it empty or tiny?)")
     v, f = extract(signed, o.iso, o.bounds, h)
+    tidied = tidy(v, f, drop_flat=False)  # corners a rounding step apart: weld, drop the collapsed faces
+    v, f = tidied.vertices, tidied.faces
+    stats["marching_cubes_tidy"] = tidied.stats
     lap("marching_cubes")
     stats.update(resolution=o.resolution, nodes_signed=int(len(flat)), nodes_hidden=int((~seen).sum()),
                  nodes_inside_by_winding=int((winding > o.winding_threshold).sum()))

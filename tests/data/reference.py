@@ -40,3 +40,35 @@ def distances(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> np
         edge = np.minimum(np.minimum(_segment_distance(qq, a, b), _segment_distance(qq, b, c)), _segment_distance(qq, c, a))
         out[i] = np.where(inside, np.abs(h), edge).min()
     return out
+
+
+def exact_triangle_distance(q, tri) -> float:
+    """Distance from q to a triangle in exact rational arithmetic on the given float64 values, so
+    it holds for flat, needle and collapsed triangles too: the nearest of the three closed edges
+    and, when the plane's foot lies inside a triangle of non-zero area, that foot."""
+    from fractions import Fraction
+
+    def sub(x, y):
+        return [xi - yi for xi, yi in zip(x, y)]
+
+    def dot(x, y):
+        return sum(xi * yi for xi, yi in zip(x, y))
+
+    q = [Fraction(float(x)) for x in q]
+    a, b, c = ([Fraction(float(x)) for x in corner] for corner in tri)
+    candidates = []
+    for p0, p1 in ((a, b), (b, c), (c, a)):
+        e, p = sub(p1, p0), sub(q, p0)
+        t = min(max(dot(p, e) / dot(e, e), Fraction(0)), Fraction(1)) if dot(e, e) else Fraction(0)
+        r = [pi - t * ei for pi, ei in zip(p, e)]
+        candidates.append(dot(r, r))
+    ab, ac, aq = sub(b, a), sub(c, a), sub(q, a)
+    g11, g12, g22 = dot(ab, ab), dot(ab, ac), dot(ac, ac)
+    det = g11 * g22 - g12 * g12  # |ab x ac|^2
+    if det:
+        r1, r2 = dot(ab, aq), dot(ac, aq)
+        s, t = (g22 * r1 - g12 * r2) / det, (g11 * r2 - g12 * r1) / det
+        if s >= 0 and t >= 0 and s + t <= 1:
+            r = [aq[k] - s * ab[k] - t * ac[k] for k in range(3)]
+            candidates.append(dot(r, r))
+    return float(min(candidates)) ** 0.5

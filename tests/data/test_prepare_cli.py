@@ -6,7 +6,7 @@ import numpy as np
 import trimesh
 
 from backend.data.prepare import KEYS, LOG_NAME, main
-from blender_render.jobs import object_id
+from shared.jobs import object_id
 
 FAST = ["--resolution", "24", "--views", "6", "--view-resolution", "48", "--num-surface", "300",
         "--num-sharp", "300", "--num-near", "200", "--num-volume", "200"]
@@ -53,3 +53,43 @@ def test_batch_resume_and_failures(tmp_path):
 def test_missing_source_is_a_coded_error(tmp_path, capsys):
     assert prepare(tmp_path / "nothing.txt", tmp_path / "out") == 3
     assert "input_not_found" in capsys.readouterr().err
+
+
+def test_killed_batch_leaves_no_worker(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    import psutil
+
+    from tests.process_family import MARK, marked
+
+    for i in range(2):
+        trimesh.creation.icosphere(4, 0.5 + 0.1 * i).export(tmp_path / f"ball{i}.glb")
+    marker = uuid.uuid4().hex
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "backend.data.prepare", str(tmp_path), str(tmp_path / "out"),
+                             "--workers", "2", "--resolution", "256"], cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root), MARK: marker},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers = []
+        while not workers and time.monotonic() < deadline and proc.poll() is None:
+            workers = [p for p in marked(marker) if "spawn_main" in " ".join(p.cmdline())]
+            time.sleep(0.05)
+        assert workers, "no worker process started"
+        family = [p for p in marked(marker) if p.pid != proc.pid]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        # a worker killed while still importing exits when its imports end (die_with_parent's check)
+        psutil.wait_procs(family, timeout=60)
+        assert marked(marker) == []
+    finally:
+        for p in marked(marker):
+            p.kill()
+        if proc.poll() is None:
+            proc.kill()

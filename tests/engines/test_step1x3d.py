@@ -15,7 +15,7 @@ from backend.runtime.plan import DevicePlan
 from shared.errors import BackendError
 from tests.backend.glb import load_textured
 from tests.backend.synth import striped_ellipse
-from tests.geometry.tiny import make_blob_field, tiny_components, write_release_folder
+from tests.geometry.tiny import MOVED, make_blob_field, mesh_gap, tiny_components, write_release_folder
 from tests.texture.tiny_weights import write_tiny_weights
 
 FAST = {"model": "base", "geometry_steps": 2, "octree_resolution": 64, "face_count": 1500, "texture_steps": 2,
@@ -37,6 +37,15 @@ def weights(tmp_path_factory) -> Path:
 def image(tmp_path_factory) -> Path:
     rgb, fg = striped_ellipse(96)
     path = tmp_path_factory.mktemp("img") / "ellipse.png"
+    Image.fromarray(np.dstack([rgb, fg * 255]).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def other_image(tmp_path_factory) -> Path:
+    rgb, fg = striped_ellipse(96)
+    rgb, fg = np.ascontiguousarray(rgb.transpose(1, 0, 2)[:, :, ::-1]), fg.T  # upright, other colours
+    path = tmp_path_factory.mktemp("img") / "upright.png"
     Image.fromarray(np.dstack([rgb, fg * 255]).astype(np.uint8)).save(path)
     return path
 
@@ -127,20 +136,22 @@ class CollectingHooks:
         self.outcomes[spec.job_id] = outcome
 
 
-def test_pipelined_lanes_give_the_same_assets_as_one_lane(weights, image, tmp_path):
+def test_pipelined_lanes_give_the_same_assets_as_one_lane(weights, image, other_image, tmp_path):
     """Geometry of one job and texture of another run at once on two threads (pymeshlab and
     xatlas in worker processes); every asset equals the one-lane run's: meshes bit for bit,
     textures up to one 8-bit step on a few texels (the lane thread has its own CPU thread pool,
-    so float sums are ordered differently)."""
+    so float sums are ordered differently). The three jobs differ in seed or image, and so do
+    their meshes: equal meshes could not come from a pipeline that ignored both."""
+    jobs = [(image, 0), (image, 1), (other_image, 0)]
     assets = {}
     for lanes in ("one", "two"):
         runner = JobRunner(weights=str(weights), plan="cpu")
         runner._engines["step1x3d"] = PipelinedCpuEngine(str(weights), plan="cpu")
         hooks = CollectingHooks(tmp_path)
         queue = JobQueue(runner, hooks, pipelined=lanes == "two")
-        for i in range(3):
-            queue.put(make_spec(image=str(image), output=str(tmp_path / f"{lanes}{i}.glb"), engine="step1x3d",
-                                settings={**FAST, "seed": i, "lod_levels": 1}, job_id=f"{lanes}{i}"))
+        for i, (picture, seed) in enumerate(jobs):
+            queue.put(make_spec(image=str(picture), output=str(tmp_path / f"{lanes}{i}.glb"), engine="step1x3d",
+                                settings={**FAST, "seed": seed, "lod_levels": 1}, job_id=f"{lanes}{i}"))
         queue.close()
         queue.run()
         runner.close()
@@ -157,6 +168,9 @@ def test_pipelined_lanes_give_the_same_assets_as_one_lane(weights, image, tmp_pa
         np.testing.assert_array_equal(m1.faces, m2.faces)
         diff = np.abs(t1.astype(np.float64) - t2)
         assert diff.max() <= 1.5 / 255 and (diff > 0).mean() < 1e-3
+    meshes = [assets["one", i][0].vertices for i in range(3)]
+    assert mesh_gap(meshes[0], meshes[1]) > MOVED  # another seed, another mesh
+    assert mesh_gap(meshes[0], meshes[2]) > MOVED  # another image, another mesh
 
 
 def test_texture_a_given_mesh_skips_geometry(weights, image, tmp_path, assets):

@@ -14,7 +14,7 @@ from backend.geometry.sampler import initial_noise, sample_latents
 from backend.geometry.volume import decode_coarse_to_fine, decode_dense
 
 from .test_volume import field_of, sphere, torus
-from .tiny import make_blob_field, tiny_components, write_release_folder
+from .tiny import MOVED, make_blob_field, mesh_gap, on_blob_surface, tiny_components, write_release_folder
 
 pytestmark = pytest.mark.cuda
 CUDA = torch.device("cuda")
@@ -76,10 +76,16 @@ def test_whole_stage_low_precision_on_cuda(tmp_path, dtype):
     pipe = GeometryPipeline.from_pretrained(tmp_path, variant="label", dtype=dtype, device="cuda")
     img = np.zeros((90, 120, 4), np.uint8)
     img[20:70, 30:100] = (180, 60, 40, 255)
-    result = pipe(img, GeometryOptions(steps=4, octree_resolution=256, face_budget=20000))
+    options = GeometryOptions(steps=4, octree_resolution=256, face_budget=20000)
+    result = pipe(img, options)
     mesh = trimesh.Trimesh(result.vertices, result.faces)
     assert mesh.is_watertight and mesh.volume > 0 and len(mesh.faces) <= 20000
     assert result.decode.levels == [64, 128, 256]
-    # the blob field's surface: |x| + ... about radius 0.9 (the release's /(R+1) shrink included)
-    r = np.linalg.norm(result.vertices, axis=1)
-    assert 0.8 < r.min() and r.max() < 1.0
+    assert on_blob_surface(result.vertices)  # the blob field's surface (the release's /(R+1) shrink included)
+    again = pipe(img, options)  # equal inputs, the same surface (warp may emit it in another order)
+    assert len(again.faces) == len(result.faces) and mesh_gap(again.vertices, result.vertices) < 1e-6
+    other_seed = pipe(img, GeometryOptions(steps=4, octree_resolution=256, face_budget=20000, seed=options.seed + 1))
+    upright = np.ascontiguousarray(img.transpose(1, 0, 2))
+    other_image = pipe(upright, options)
+    assert mesh_gap(other_seed.vertices, result.vertices) > MOVED  # the seed reaches the surface
+    assert mesh_gap(other_image.vertices, result.vertices) > MOVED  # and so does the image

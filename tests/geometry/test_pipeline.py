@@ -11,7 +11,7 @@ from backend.geometry.image_prep import prepare_image
 from shared.errors import BackendError
 from shared.settings import resolve
 
-from .tiny import make_blob_field, tiny_components, write_release_folder
+from .tiny import MOVED, make_blob_field, mesh_gap, on_blob_surface, tiny_components, write_release_folder
 
 OPTIONS = dict(steps=3, octree_resolution=64, face_budget=3000)
 
@@ -29,6 +29,13 @@ def weights(tmp_path_factory):
 def image():
     img = np.zeros((90, 120, 4), np.uint8)
     img[20:70, 30:100] = (180, 60, 40, 255)
+    return img
+
+
+def other_image():
+    img = np.zeros((90, 120, 4), np.uint8)
+    yy, xx = np.mgrid[:90, :120]
+    img[(yy - 45) ** 2 + (xx - 60) ** 2 < 35**2] = (40, 90, 200, 255)
     return img
 
 
@@ -59,6 +66,15 @@ def test_image_to_mesh_file(weights, tmp_path):
     assert {e[0] for e in events} == {"geometry"} and {e[2] for e in events} == {total}
     assert set(result.timings) == {"conditioning_and_denoising", "sdf_decoding", "marching_cubes", "cleanup_decimation"}
     assert result.latents.shape == (1, 16, 8)
+    assert on_blob_surface(result.vertices)
+
+    again = pipe(image(), GeometryOptions(**OPTIONS))  # equal inputs: the very same mesh
+    np.testing.assert_array_equal(again.vertices, result.vertices)
+    np.testing.assert_array_equal(again.faces, result.faces)
+    other_seed = pipe(image(), GeometryOptions(**OPTIONS, seed=1))
+    other_picture = pipe(other_image(), GeometryOptions(**OPTIONS))
+    assert mesh_gap(other_seed.vertices, result.vertices) > MOVED  # the seed reaches the surface
+    assert mesh_gap(other_picture.vertices, result.vertices) > MOVED  # and so does the image
 
 
 def test_same_seed_same_latents(weights):

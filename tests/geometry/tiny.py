@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from backend.geometry.conditioners import DinoClipEncoder, DinoEncoder, LabelEncoder
@@ -51,24 +52,65 @@ def tiny_components(label: bool, seed: int = 0) -> dict[str, torch.nn.Module]:
     return parts
 
 
+BLOB_LEVEL = 2.75  # the blob is cos x + cos y + cos z > BLOB_LEVEL - latent term
+LATENT_REACH = 0.15  # the latent term's bound: the level stays in [2.6, 2.9], one closed blob inside [-1, 1]^3
+
+
 @torch.no_grad()
-def make_blob_field(vae: ShapeVAE) -> None:
+def make_blob_field(vae: ShapeVAE, seed: int = 0) -> None:
     """Random weights give a field of random sign everywhere (a foam of tiny surfaces). Rewire the
-    query decoder so the field is s / sqrt(s^2 + 1) with s = cos x + cos y + cos z - 2.6: one
-    closed blob (radius ~0.9), so the whole stage reaches a single mesh whatever the latents."""
+    query decoder so the field is f / sqrt(f^2 + 1) with f = cos x + cos y + cos z - BLOB_LEVEL + d,
+    where d, what the cross-attention to the latents adds, is bounded by LATENT_REACH: one closed
+    blob (radius 0.45-0.93) whose surface moves with the latents, so a test can tell whether the
+    image and the seed reached them."""
     dec = vae.decoder
     block = dec.cross_attn_decoder
-    block.attn.c_proj.weight.zero_(), block.attn.c_proj.bias.zero_()
+    width = dec.query_proj.out_features
     block.mlp.c_proj.weight.zero_(), block.mlp.c_proj.bias.zero_()
     dec.query_proj.weight.zero_(), dec.query_proj.bias.zero_()
     cos_f0 = [3 + 6 * dec.fourier.frequencies.numel() // 2 + axis * dec.fourier.frequencies.numel() for axis in range(3)]
     for row, sign in ((0, 1.0), (1, -1.0)):
         dec.query_proj.weight[row, cos_f0] = sign
-        dec.query_proj.bias[row] = -2.6 * sign
-    dec.query_proj.bias[2], dec.query_proj.bias[3] = 1.0, -1.0  # keeps LayerNorm's scale finite at s = 0
+        dec.query_proj.bias[row] = -BLOB_LEVEL * sign
+    dec.query_proj.bias[2], dec.query_proj.bias[3] = 1.0, -1.0  # keeps LayerNorm's scale finite at f = 0
+    for axis in range(3):  # the raw position too, so that the attention (and d) varies with direction
+        dec.query_proj.weight[4 + axis, axis] = 1.0
+    # d = a u . (attention output). Head h's part of that output is a convex mix of its values
+    # v_h = W_h LN(token) + b_h, and |u_h . v_h| <= |W_h^T u_h| sqrt(width) + |u_h . b_h| (a
+    # LayerNorm output with unit weight and no bias has norm at most sqrt(width)); a bounds the sum.
+    heads, head_dim = block.attn.heads, width // block.attn.heads
+    block.ln_2.weight.fill_(1.0), block.ln_2.bias.zero_()
+    u = torch.randn(width, generator=torch.Generator().manual_seed(seed))
+    u /= u.norm()
+    reach = 0.0
+    for h in range(heads):
+        rows = slice(h * 2 * head_dim + head_dim, (h + 1) * 2 * head_dim)  # c_kv packs [k v] per head
+        u_h = u[h * head_dim:(h + 1) * head_dim]
+        bias = block.attn.c_kv.bias[rows] @ u_h if block.attn.c_kv.bias is not None else 0.0
+        reach += float(torch.linalg.vector_norm(block.attn.c_kv.weight[rows].T @ u_h)) * width**0.5 + abs(float(bias))
+    a = LATENT_REACH / reach
+    block.attn.c_q.weight.mul_(8.0)  # sharper attention: d follows single latents, not their mean
+    block.attn.c_proj.weight.zero_(), block.attn.c_proj.bias.zero_()
+    block.attn.c_proj.weight[0], block.attn.c_proj.weight[1] = a * u, -a * u
     dec.ln_post.weight.fill_(1.0), dec.ln_post.bias.zero_()
     dec.output_proj.weight.zero_(), dec.output_proj.bias.zero_()
     dec.output_proj.weight[0, 0], dec.output_proj.weight[0, 1] = 2.0, -2.0
+
+
+def mesh_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Symmetric mean distance from each vertex set to the other's nearest vertex: 0 for equal
+    meshes, positive for a moved surface or another tessellation of it."""
+    from scipy.spatial import cKDTree
+
+    return 0.5 * float(cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
+
+
+MOVED = 2e-3  # a mesh_gap above this is another mesh, not float noise (~1e-7)
+
+
+def on_blob_surface(vertices: np.ndarray, tolerance: float = 0.05) -> bool:
+    """Whether vertices lie on a level the latent term can reach: |sum cos - BLOB_LEVEL| <= LATENT_REACH."""
+    return bool(np.abs(np.cos(vertices).sum(axis=1) - BLOB_LEVEL).max() <= LATENT_REACH + tolerance)
 
 
 def write_release_folder(root: Path, parts: dict[str, torch.nn.Module], subfolder: str) -> Path:

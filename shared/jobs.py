@@ -1,9 +1,10 @@
-"""Batch bookkeeping: which objects, under which ids, which are done, and the JSONL log (bpy-free).
+"""Batch bookkeeping shared by `blender_render.batch` and `backend.data.prepare`: which objects,
+under which ids, which are done, and the JSONL log.
 
 An object's id is its file stem plus a hash of its absolute path, so ids stay stable when the list
 grows or is reordered (resume depends on it) and two `model.glb` in different folders never
-collide. "Done" is "OUTDIR/<id>/meta.json exists": the renderer only ever renames a complete
-folder into place.
+collide; both batches use the same ids, so `OUTDIR/<id>.npz` pairs with the renders `RENDERS/<id>/`.
+What "done" means is each batch's own (a renamed-into-place folder, an .npz), given to `split_done`.
 """
 from __future__ import annotations
 
@@ -14,13 +15,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from shared.errors import BackendError
 
-from .options import INPUT_FORMATS
-from .outputs import is_complete
-
-LOG_NAME = "render_log.jsonl"
+# Mesh and scene files a batch lists from a folder (what Blender's importers read).
+INPUT_FORMATS = ("glb", "gltf", "obj", "fbx", "ply", "stl", "usd", "usda", "usdc", "usdz", "abc", "blend")
 # Failures worth another attempt: they may pass on a fresh worker. Bad input, bad settings and
 # failed output checks fail the same way every time.
 RETRIABLE = frozenset({"timeout", "worker_crashed", "internal_error", "out_of_memory"})
@@ -98,11 +98,12 @@ def final_failures(records: list[dict]) -> set[str]:
     return {i for i, r in last.items() if r["status"] == "failed" and r.get("final")}
 
 
-def split_done(tasks: list[Task], out_root: Path, skip: set[str] = frozenset()) -> tuple[list[Task], list[Task]]:
-    """-> (tasks still to render, tasks already complete or skipped)."""
+def split_done(tasks: list[Task], is_done: Callable[[Task], bool],
+               skip: set[str] = frozenset()) -> tuple[list[Task], list[Task]]:
+    """-> (tasks still to run, tasks already complete or skipped)."""
     todo, done = [], []
     for t in tasks:
-        (done if is_complete(out_root / t.id) or t.id in skip else todo).append(t)
+        (done if t.id in skip or is_done(t) else todo).append(t)
     return todo, done
 
 

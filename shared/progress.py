@@ -1,4 +1,4 @@
-"""A one-line progress report with rate and ETA for the batch driver (bpy-free, no dependency)."""
+"""A one-line progress report with rate and ETA for the batch drivers (rendering, data preparation)."""
 from __future__ import annotations
 
 import sys
@@ -17,7 +17,8 @@ class Progress:
     """Counts finished objects; on a terminal redraws one line, elsewhere prints at most every
     `interval` seconds so logs stay readable."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, interval: float = 10.0, clock=time.monotonic):
+    def __init__(self, total: int, stream: TextIO | None = None, interval: float = 10.0, clock=time.monotonic):
+        stream = sys.stderr if stream is None else stream  # at call time: whatever stderr is now
         self.total, self.stream, self.interval, self.clock = total, stream, interval, clock
         self.ok = self.failed = 0
         self.start = self.clock()
@@ -49,6 +50,13 @@ class Progress:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
             self._last_print = now
+
+    def note(self, message: str) -> None:
+        """A line of its own (a failure and its reason) that the redrawn progress line does not hide."""
+        self.stream.write(("\r\x1b[K" if self._tty else "") + message + "\n")
+        if self._tty and self.done:
+            self.stream.write(self.line())
+        self.stream.flush()
 
     def finish(self) -> None:
         if self._tty:
