@@ -16,18 +16,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from blender_render.jobs import Log, list_inputs, make_tasks
 from blender_render.options import INPUT_FORMATS
-from blender_render.progress import Progress
+from shared import storage
+from shared.batchrun import Item, JsonlLog, ProcessPool, SerialPool, drive, failure, items
 from shared.errors import BackendError
+from shared.raypool import Cluster, RayPool, add_cluster_argument
 
 from .bvh import TriangleBVH
 from .meshes import load_mesh, normalisation
@@ -140,68 +142,76 @@ def prepare_file(source: Path, out_path: Path, options: PrepareOptions) -> dict:
     return prepared.info
 
 
-def _run_one(source: str, out_path: str, options: PrepareOptions) -> dict:
-    """Worker entry point: never raises, so a failure is reported with its code and trace."""
+def prepare_item(item: Item, out_dir: str, options: PrepareOptions) -> dict:
+    """Prepare one object wherever it lives (path or URL); never raises, so a failure is reported
+    with its code (and trace). Inputs on a URL are fetched to a scratch folder; the .npz is
+    written there and published in one PUT, or renamed into place on a local path."""
     t0 = time.perf_counter()
+    out_path = storage.join(out_dir, f"{item.id}.npz")
     try:
-        info = prepare_file(Path(source), Path(out_path), options)
-        return {"status": "ok", "info": info, "seconds": round(time.perf_counter() - t0, 3)}
+        if not storage.is_url(item.input) and not storage.is_url(out_dir):
+            info = prepare_file(Path(item.input), Path(out_path), options)
+        else:
+            with tempfile.TemporaryDirectory(prefix="prepare-") as scratch:
+                source = storage.fetch(item.input, scratch) if storage.is_url(item.input) else item.input
+                local = Path(scratch) / "out" / f"{item.id}.npz"
+                local.parent.mkdir()
+                info = prepare_file(Path(source), local, options)
+                for produced in sorted(local.parent.iterdir(), key=lambda p: p == local):  # the .npz last
+                    storage.copy_out(str(produced), storage.join(out_dir, produced.name))
+        return {"status": "ok", "output": out_path, "info": info, "seconds": round(time.perf_counter() - t0, 3)}
     except BackendError as exc:
-        return {"status": "failed", "code": exc.code, "message": exc.message}
+        return failure(exc.code, exc.message)
+    except FileNotFoundError as exc:
+        return failure("input_not_found", str(exc))
     except MemoryError:
-        return {"status": "failed", "code": "out_of_memory", "message": "out of memory"}
+        return failure("out_of_memory", "out of memory")
     except Exception as exc:  # one broken asset must not stop a batch of thousands
-        return {"status": "failed", "code": "internal_error", "message": f"{type(exc).__name__}: {exc}",
-                "trace": traceback.format_exc()[-4000:]}
+        return failure("internal_error", f"{type(exc).__name__}: {exc}", trace=traceback.format_exc()[-4000:])
 
 
-def input_paths(source: Path) -> list[Path]:
-    if source.is_file() and source.suffix.lower().lstrip(".") in INPUT_FORMATS:
-        return [source]
-    return list_inputs(source)
+class PrepareWorker:
+    """A Ray actor's worker: numba's compiled kernels stay warm from one object to the next."""
+
+    def __init__(self, out_dir: str, options: PrepareOptions):
+        self.out_dir, self.options = out_dir, options
+
+    def __call__(self, item: Item) -> dict:
+        return prepare_item(item, self.out_dir, self.options)
 
 
-def run_batch(source: Path, out_dir: Path, options: PrepareOptions, workers: int = 1,
-              overwrite: bool = False) -> tuple[int, int]:
-    """Prepare every object not yet done; returns (ok, failed) counts for this run."""
+def run_batch(source: Path | str, out_dir: Path | str, options: PrepareOptions, workers: int = 1,
+              overwrite: bool = False, cluster: str = "local") -> tuple[int, int]:
+    """Prepare every object not yet done; returns (ok, failed) counts for this run. The log (the
+    run's manifest) is OUTDIR/prepare_log.jsonl, or ./prepare_log.jsonl when OUTDIR is a URL."""
+    where = Cluster.parse(cluster)
+    out_dir = str(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(out_dir)
     except OSError as exc:
         raise BackendError("output_unwritable", f"cannot create {out_dir}: {exc}") from None
-    for stale in out_dir.glob(".*.tmp-*"):
-        stale.unlink(missing_ok=True)
-    tasks = make_tasks(input_paths(source))
-    todo = [t for t in tasks if overwrite or not (out_dir / f"{t.id}.npz").is_file()]
-    log = Log(out_dir / LOG_NAME)
-    log.write("batch", inputs=len(tasks), todo=len(todo), options=asdict(options))
-    progress = Progress(len(todo))
-    ok = failed = 0
-
-    def record(task, outcome: dict) -> None:
-        nonlocal ok, failed
-        log.write("object", id=task.id, input=str(task.input), output=str(out_dir / f"{task.id}.npz"), **outcome)
-        ok, failed = ok + (outcome["status"] == "ok"), failed + (outcome["status"] != "ok")
-        progress.update(outcome["status"] == "ok")
-
+    if not storage.is_url(out_dir):
+        for stale in Path(out_dir).glob(".*.tmp-*"):
+            stale.unlink(missing_ok=True)
+    stream = items(storage.iter_source(str(source), {f".{e}" for e in INPUT_FORMATS}))
+    log = JsonlLog(LOG_NAME if storage.is_url(out_dir) else str(Path(out_dir) / LOG_NAME))
+    log.write("batch", source=str(source), out_dir=out_dir, cluster=cluster, workers=workers, options=asdict(options))
+    run = partial(prepare_item, out_dir=out_dir, options=options)
+    if where.kind == "ray":
+        pool = RayPool("backend.data.prepare:PrepareWorker", {"out_dir": out_dir, "options": options},
+                       max(1, workers), address=where.address)
+    else:
+        pool = ProcessPool(run, workers) if workers > 1 else SerialPool(run)
+    done = None if overwrite else (lambda item: storage.exists(storage.join(out_dir, f"{item.id}.npz")))
+    summary = None
     try:
-        if workers <= 1:
-            for t in todo:
-                record(t, _run_one(str(t.input), str(out_dir / f"{t.id}.npz"), options))
-        else:
-            # One object per worker process: a crash or a leak stays with its object.
-            with ProcessPoolExecutor(workers, max_tasks_per_child=1) as pool:
-                futures = {pool.submit(_run_one, str(t.input), str(out_dir / f"{t.id}.npz"), options): t for t in todo}
-                for future in as_completed(futures):
-                    try:
-                        outcome = future.result()
-                    except Exception as exc:  # the worker process died
-                        outcome = {"status": "failed", "code": "internal_error", "message": f"worker died: {exc}"}
-                    record(futures[future], outcome)
+        summary = drive(stream, pool, record=log.write, retries=1, is_done=done,
+                        on_final=lambda item, outcome: print(
+                            f"{outcome['status']:6} {item.id}", file=sys.stderr, flush=True))
     finally:
-        progress.finish()
-        log.write("done", ok=ok, failed=failed)
+        log.write("done", **(summary.as_dict() if summary else {"status": "interrupted"}))
         log.close()
-    return ok, failed
+    return summary.ok, summary.failed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -236,14 +246,16 @@ def options_from_args(ns: argparse.Namespace) -> PrepareOptions:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.data.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="mesh file, folder or list file")
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--workers", type=int, default=1, help="objects prepared in parallel (processes)")
+    parser.add_argument("source", help="mesh file, folder or list file (a path or an fsspec URL)")
+    parser.add_argument("out_dir", help="output folder (a path or an fsspec URL such as s3://bucket/prep)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="objects prepared in parallel (processes, or Ray actors with --cluster ray)")
+    add_cluster_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="redo objects that already have an .npz")
     add_arguments(parser)
     ns = parser.parse_args(argv)
     try:
-        ok, failed = run_batch(ns.source, ns.out_dir, options_from_args(ns), ns.workers, ns.overwrite)
+        ok, failed = run_batch(ns.source, ns.out_dir, options_from_args(ns), ns.workers, ns.overwrite, ns.cluster)
     except BackendError as exc:
         print(f"error {exc}", file=sys.stderr)
         return exc.exit_status
