@@ -25,14 +25,16 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from shared import jobs
 from shared.errors import BackendError
+from shared.jobs import Task
+from shared.progress import Progress
 
-from . import jobs, outputs
-from .jobs import Task
+from . import outputs
 from .options import RenderOptions, add_render_arguments, options_from_args
-from .progress import Progress
 
 _ROOT = Path(__file__).resolve().parents[1]
+LOG_NAME = "render_log.jsonl"
 LOG_DIR = "_logs"
 LOCK_NAME = ".batch.lock"
 STARTUP_TIMEOUT = 300.0
@@ -293,11 +295,11 @@ def run_batch(source: Path, out_root: Path, options: RenderOptions, config: Batc
     except OSError as exc:
         raise BackendError("output_unwritable", f"cannot create {out_root}: {exc}") from None
     lock = _lock(out_root)
-    log = jobs.Log(out_root / jobs.LOG_NAME)
+    log = jobs.Log(out_root / LOG_NAME)
     try:
         stale = outputs.clean_stale(out_root)
-        skip = jobs.final_failures(jobs.read_log(out_root / jobs.LOG_NAME)) if config.skip_failed else set()
-        todo, done = jobs.split_done(tasks, out_root, skip)
+        skip = jobs.final_failures(jobs.read_log(out_root / LOG_NAME)) if config.skip_failed else set()
+        todo, done = jobs.split_done(tasks, lambda t: outputs.is_complete(out_root / t.id), skip)
         log.write("batch_start", pid=os.getpid(), source=str(source), objects=len(tasks), todo=len(todo),
                   already_done=len(done), stale_removed=len(stale), workers=config.workers, gpus=list(config.gpus),
                   timeout=config.timeout, retries=config.retries, options=options.to_dict())

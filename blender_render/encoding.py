@@ -1,11 +1,10 @@
-"""How geometry passes are stored as images, and a PNG writer that runs in Blender's own Python.
+"""Geometry passes encoded as images (the writing side of shared/render_format.py), and a PNG
+writer that runs in Blender's own Python.
 
-The encoding is the one the Step1X-3D texture model trains on (step1x3d-reference.md §4.4, §5.1):
-Blender Z-up world coordinates, position + 0.5 and normal * 0.5 + 0.5 clamped to [0, 1], grey 0.5
-on the background, stored here as 16-bit RGB PNG (one step = 1/65535). Depth is 16-bit too, mapped
-linearly from a per-view [near, far] recorded in meta.json, background 65535. Float EXRs keep the
-exact values when asked for. bpy-free; only numpy and the standard library, because Blender's
-bundled Python has neither OpenCV nor PIL.
+Position and normal become [0, 1] values with grey 0.5 off the object, stored as 16-bit RGB PNG
+(one step = 1/65535); depth becomes 16-bit codes over a per-view [near, far]. Float EXRs keep the
+exact values when asked for. `backend.data.renders` decodes them. bpy-free; only numpy and the
+standard library, because Blender's bundled Python has neither OpenCV nor PIL.
 """
 from __future__ import annotations
 
@@ -15,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-BACKGROUND = 0.5
-DEPTH_BACKGROUND = 65535
-_DEPTH_STEPS = 65534  # foreground codes 0..65534; 65535 marks background
+from shared.render_format import (BACKGROUND, DEPTH_BACKGROUND, DEPTH_STEPS, NORMAL_SCALE, NORMAL_SHIFT,
+                                  POSITION_SCALE, POSITION_SHIFT, UNIT16_MAX)
 
 
 def _to_unit(values: np.ndarray, mask: np.ndarray, scale: float, shift: float) -> np.ndarray:
@@ -26,43 +24,23 @@ def _to_unit(values: np.ndarray, mask: np.ndarray, scale: float, shift: float) -
 
 
 def position_to_unit(position: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return _to_unit(position, mask, 1.0, 0.5)
+    return _to_unit(position, mask, POSITION_SCALE, POSITION_SHIFT)
 
 
 def normal_to_unit(normal: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return _to_unit(normal, mask, 0.5, 0.5)
-
-
-def unit_to_position(unit: np.ndarray) -> np.ndarray:
-    return np.asarray(unit, dtype=np.float64) - 0.5
-
-
-def unit_to_normal(unit: np.ndarray) -> np.ndarray:
-    return np.asarray(unit, dtype=np.float64) * 2.0 - 1.0
+    return _to_unit(normal, mask, NORMAL_SCALE, NORMAL_SHIFT)
 
 
 def quantize16(unit: np.ndarray) -> np.ndarray:
     """[0, 1] floats to uint16, rounding to the nearest step."""
-    return np.round(np.clip(unit, 0.0, 1.0) * 65535.0).astype(np.uint16)
-
-
-def dequantize16(codes: np.ndarray) -> np.ndarray:
-    return np.asarray(codes, dtype=np.float64) / 65535.0
+    return np.round(np.clip(unit, 0.0, 1.0) * float(UNIT16_MAX)).astype(np.uint16)
 
 
 def depth_to_uint16(depth: np.ndarray, mask: np.ndarray, near: float, far: float) -> np.ndarray:
     if not far > near:
         raise ValueError(f"depth range needs far > near, got [{near}, {far}]")
-    codes = np.round(np.clip((np.asarray(depth, dtype=np.float64) - near) / (far - near), 0.0, 1.0) * _DEPTH_STEPS)
+    codes = np.round(np.clip((np.asarray(depth, dtype=np.float64) - near) / (far - near), 0.0, 1.0) * DEPTH_STEPS)
     return np.where(np.asarray(mask, dtype=bool), codes, DEPTH_BACKGROUND).astype(np.uint16)
-
-
-def uint16_to_depth(codes: np.ndarray, near: float, far: float) -> tuple[np.ndarray, np.ndarray]:
-    """-> (depth with +inf on the background, mask)."""
-    codes = np.asarray(codes)
-    mask = codes != DEPTH_BACKGROUND
-    depth = near + codes.astype(np.float64) / _DEPTH_STEPS * (far - near)
-    return np.where(mask, depth, np.inf), mask
 
 
 _COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (grey, grey+alpha, RGB, RGBA)

@@ -20,7 +20,6 @@ GEOMETRY_PASSES = ("normal", "position", "depth", "mask")
 DEFAULT_PASSES = ("color", "normal", "position", "depth", "mask")
 MATERIAL_PASSES = ("albedo", "mr")  # shader AOVs written by the colour render
 
-INPUT_FORMATS = ("glb", "gltf", "obj", "fbx", "ply", "stl", "usd", "usda", "usdc", "usdz", "abc", "blend")
 
 # A unit cube's bounding sphere: a perspective camera at this radius / sin(fov / 2) sees all of it.
 UNIT_CUBE_RADIUS = math.sqrt(3.0) / 2.0

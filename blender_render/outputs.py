@@ -14,8 +14,8 @@ import uuid
 from pathlib import Path
 
 from shared.errors import BackendError
+from shared.render_format import META_NAME
 
-META_NAME = "meta.json"
 _STAGING_MARK = ".tmp-"
 _OLD_MARK = ".old-"
 

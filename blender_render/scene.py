@@ -17,9 +17,10 @@ import bpy
 import numpy as np
 
 from shared.errors import BackendError
+from shared.jobs import INPUT_FORMATS
 
 from .normalization import Normalization
-from .options import INPUT_FORMATS, RenderOptions
+from .options import RenderOptions
 
 RENDERABLE = {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD"}
 DEFAULT_MATERIAL = "blender_render_default"

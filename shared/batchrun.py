@@ -11,76 +11,11 @@ an object and never redoes a whole one.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Hashable, Iterable, Iterator, Protocol
+from typing import Callable, Hashable, Iterable, Protocol
 
-# Failures worth another attempt: they may pass on a fresh worker. Bad input, bad settings and
-# failed output checks fail the same way every time.
-RETRIABLE = frozenset({"timeout", "worker_crashed", "internal_error", "out_of_memory"})
-
-
-@dataclass(frozen=True)
-class Item:
-    """One object of a batch: a stable id (resume depends on it), its input path or URL, the attempt."""
-    id: str
-    input: str
-    attempt: int = 1
-
-
-def is_url(path: str) -> bool:
-    return "://" in str(path)
-
-
-def item_id(path: str) -> str:
-    """`<stem>-<8 hex of the absolute path or URL>`: stable when a list grows or is reordered,
-    and two `model.glb` in different folders never collide."""
-    path = str(path)
-    full = path if is_url(path) else os.path.abspath(os.path.realpath(path))
-    base = path.rstrip("/").rsplit("/", 1)[-1]
-    stem = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "object"
-    return f"{stem[:80]}-{hashlib.sha1(full.encode()).hexdigest()[:8]}"
-
-
-def iter_list(path: str, read_text: Callable[[str], Iterable[str]] | None = None) -> Iterator[str]:
-    """Entries of a list file, one per line ('#' comments allowed), read line by line; relative
-    entries are relative to the list file."""
-    base = os.path.dirname(path)
-    lines = read_text(path) if read_text else open(path, encoding="utf-8")
-    try:
-        for line in lines:
-            entry = line.strip()
-            if entry and not entry.startswith("#"):
-                yield entry if is_url(entry) or os.path.isabs(entry) else os.path.join(base, entry)
-    except UnicodeDecodeError:
-        from .errors import BackendError
-
-        raise BackendError("input_unreadable", f"{path}: not a text list of paths") from None
-    finally:
-        close = getattr(lines, "close", None)
-        if close:
-            close()
-
-
-def iter_folder(root: str, suffixes: Iterable[str]) -> Iterator[str]:
-    """Files under `root` whose suffix is one of `suffixes` (with the dot, lower case), in a
-    stable order, one directory at a time."""
-    suffixes = {s.lower() for s in suffixes}
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            if os.path.splitext(name)[1].lower() in suffixes:
-                yield os.path.join(folder, name)
-
-
-def items(paths: Iterable[str], id_of: Callable[[str], str] = item_id) -> Iterator[Item]:
-    return (Item(id_of(p), str(p)) for p in paths)
-
+from .jobs import RETRIABLE, Task
 
 class Pool(Protocol):
     """Runs items somewhere. `run_item`-style outcomes are dicts with `status` ('ok'/'failed'/
@@ -88,7 +23,7 @@ class Pool(Protocol):
     `worker_crashed` outcome instead of raising."""
     capacity: int
 
-    def submit(self, item: Item) -> Hashable: ...
+    def submit(self, item: Task) -> Hashable: ...
 
     def wait(self) -> list[tuple[Hashable, dict]]: ...  # blocks until at least one item finished
 
@@ -118,9 +53,9 @@ def failure(code: str, message: str, **extra) -> dict:
     return {"status": "failed", "error": {"code": code, "message": message}, **extra}
 
 
-def drive(stream: Iterable[Item], pool: Pool, *, record: Callable[..., object], retries: int = 1,
-          is_done: Callable[[Item], bool] | None = None, skip: Callable[[Item], bool] | None = None,
-          on_final: Callable[[Item, dict], None] | None = None) -> Summary:
+def drive(stream: Iterable[Task], pool: Pool, *, record: Callable[..., object], retries: int = 1,
+          is_done: Callable[[Task], bool] | None = None, skip: Callable[[Task], bool] | None = None,
+          on_final: Callable[[Task, dict], None] | None = None) -> Summary:
     """Run every item of `stream` not yet done through `pool`; returns the counts.
 
     `record(event, **fields)` receives one 'object' record per attempt (with `final` False when a
@@ -128,8 +63,8 @@ def drive(stream: Iterable[Item], pool: Pool, *, record: Callable[..., object], 
     (`skip`), or repeated while its first copy is still in flight."""
     summary = Summary()
     source = iter(stream)
-    retry: list[Item] = []
-    in_flight: dict[Hashable, Item] = {}
+    retry: list[Task] = []
+    in_flight: dict[Hashable, Task] = {}
     busy: set[str] = set()
     exhausted = False
     try:
@@ -178,38 +113,14 @@ def drive(stream: Iterable[Item], pool: Pool, *, record: Callable[..., object], 
     return summary
 
 
-class JsonlLog:
-    """Append-only JSON lines, flushed per record so a kill loses at most the line being written."""
-
-    def __init__(self, path: str):
-        self.path = path
-        if os.path.isfile(path) and os.path.getsize(path):
-            with open(path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                cut = f.read(1) != b"\n"
-            if cut:  # a killed run may have cut the last line short
-                with open(path, "a") as f:
-                    f.write("\n")
-        self._file = open(path, "a", buffering=1)
-
-    def write(self, event: str, **fields) -> dict:
-        rec = {"time": round(time.time(), 3), "event": event, **fields}
-        self._file.write(json.dumps(rec, default=str) + "\n")
-        self._file.flush()
-        return rec
-
-    def close(self) -> None:
-        self._file.close()
-
-
 class SerialPool:
     """Runs each item in this process when it is submitted (one worker, no isolation)."""
     capacity = 1
 
-    def __init__(self, run: Callable[[Item], dict]):
+    def __init__(self, run: Callable[[Task], dict]):
         self._run, self._done, self._n = run, [], 0
 
-    def submit(self, item: Item) -> Hashable:
+    def submit(self, item: Task) -> Hashable:
         self._n += 1
         self._done.append((self._n, self._run(item)))
         return self._n
@@ -229,7 +140,7 @@ class ProcessPool:
     object); a child that dies breaks the pool, so its in-flight items come back as
     `worker_crashed` and a fresh pool takes over."""
 
-    def __init__(self, run: Callable[[Item], dict], workers: int):
+    def __init__(self, run: Callable[[Task], dict], workers: int):
         self._run, self.capacity = run, workers
         self._pool = self._new()
         self._futures: dict = {}
@@ -239,7 +150,7 @@ class ProcessPool:
 
         return ProcessPoolExecutor(self.capacity, max_tasks_per_child=1)
 
-    def submit(self, item: Item) -> Hashable:
+    def submit(self, item: Task) -> Hashable:
         future = self._pool.submit(self._run, item)
         self._futures[future] = item
         return future

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Hashable
 
-from .batchrun import Item, failure
+from .batchrun import Task, failure
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +56,7 @@ class _Host:
     def __init__(self, factory: str, kwargs: dict):
         self.worker = build_worker(factory, kwargs)
 
-    def run(self, item: Item) -> dict:
+    def run(self, item: Task) -> dict:
         return self.worker(item)
 
     def pid(self) -> int:
@@ -91,7 +91,7 @@ class RayPool:
         self._idle = list(range(actors))
         self._running: dict = {}  # object ref -> (actor index, started)
 
-    def submit(self, item: Item) -> Hashable:
+    def submit(self, item: Task) -> Hashable:
         index = self._idle.pop()
         ref = self.actors[index].run.remote(item)
         self._running[ref] = (index, time.monotonic())

@@ -12,9 +12,42 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
-from .batchrun import is_url
+from .errors import BackendError
+
+
+def is_url(path) -> bool:
+    return "://" in str(path)
+
+
+def iter_list(path: str, read_text: Callable[[str], Iterable[str]] | None = None) -> Iterator[str]:
+    """Entries of a list file, one per line ('#' comments allowed), read line by line; relative
+    entries are relative to the list file."""
+    base = os.path.dirname(path)
+    lines = read_text(path) if read_text else open(path, encoding="utf-8")
+    try:
+        for line in lines:
+            entry = line.strip()
+            if entry and not entry.startswith("#"):
+                yield entry if is_url(entry) or os.path.isabs(entry) else os.path.join(base, entry)
+    except UnicodeDecodeError:
+        raise BackendError("input_unreadable", f"{path}: not a text list of paths") from None
+    finally:
+        close = getattr(lines, "close", None)
+        if close:
+            close()
+
+
+def iter_folder(root: str, suffixes: Iterable[str]) -> Iterator[str]:
+    """Files under `root` whose suffix is one of `suffixes` (with the dot, lower case), in a
+    stable order, one directory at a time."""
+    suffixes = {s.lower() for s in suffixes}
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if os.path.splitext(name)[1].lower() in suffixes:
+                yield os.path.join(folder, name)
 
 
 def _fs(url: str):
@@ -117,9 +150,6 @@ def iter_source(source: str, suffixes) -> Iterator[str]:
     recursively for `suffixes`), a list file with one entry per line, or a JSON array (read
     whole: use a text list for millions of entries)."""
     import json
-
-    from .batchrun import iter_folder, iter_list
-    from .errors import BackendError
 
     source = str(source)
     suffixes = {s.lower() for s in suffixes}

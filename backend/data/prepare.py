@@ -4,7 +4,7 @@
 
 MESH_OR_LIST is a mesh file, a folder (searched recursively) or a list file (one path per line
 or a JSON array), as for `blender_render.batch`; objects get the same ids there and here
-(`<stem>-<hash of the path>`), so `OUTDIR/<id>.npz` pairs with the renders `RENDERS/<id>/`.
+(`shared.jobs.object_id`), so `OUTDIR/<id>.npz` pairs with the renders `RENDERS/<id>/`.
 Each .npz holds the reference's keys (step1x3d-reference.md §5.2): `surface [N, 6]`,
 `sharp_surface [N, 6]`, `near_surface_points [2N, 4]`, `volume_rand_points [N, 4]` (SDF
 positive inside) and `bounds [-1.05, 1.05]`. An .npz is written under a temporary name and
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_render.options import INPUT_FORMATS
 from shared import storage
-from shared.batchrun import Item, JsonlLog, ProcessPool, SerialPool, drive, failure, items
+from shared.batchrun import ProcessPool, SerialPool, drive, failure
 from shared.errors import BackendError
+from shared.jobs import Log, Task, iter_tasks
 from shared.raypool import Cluster, RayPool, add_cluster_argument
 
 from .bvh import TriangleBVH
@@ -142,7 +142,7 @@ def prepare_file(source: Path, out_path: Path, options: PrepareOptions) -> dict:
     return prepared.info
 
 
-def prepare_item(item: Item, out_dir: str, options: PrepareOptions) -> dict:
+def prepare_item(item: Task, out_dir: str, options: PrepareOptions) -> dict:
     """Prepare one object wherever it lives (path or URL); never raises, so a failure is reported
     with its code (and trace). Inputs on a URL are fetched to a scratch folder; the .npz is
     written there and published in one PUT, or renamed into place on a local path."""
@@ -176,7 +176,7 @@ class PrepareWorker:
     def __init__(self, out_dir: str, options: PrepareOptions):
         self.out_dir, self.options = out_dir, options
 
-    def __call__(self, item: Item) -> dict:
+    def __call__(self, item: Task) -> dict:
         return prepare_item(item, self.out_dir, self.options)
 
 
@@ -193,8 +193,8 @@ def run_batch(source: Path | str, out_dir: Path | str, options: PrepareOptions, 
     if not storage.is_url(out_dir):
         for stale in Path(out_dir).glob(".*.tmp-*"):
             stale.unlink(missing_ok=True)
-    stream = items(storage.iter_source(str(source), {f".{e}" for e in INPUT_FORMATS}))
-    log = JsonlLog(LOG_NAME if storage.is_url(out_dir) else str(Path(out_dir) / LOG_NAME))
+    stream = iter_tasks(str(source))
+    log = Log(Path(LOG_NAME) if storage.is_url(out_dir) else Path(out_dir) / LOG_NAME)
     log.write("batch", source=str(source), out_dir=out_dir, cluster=cluster, workers=workers, options=asdict(options))
     run = partial(prepare_item, out_dir=out_dir, options=options)
     if where.kind == "ray":

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from backend.texture.reference import reference_image
-from blender_render import encoding
-from blender_render.dataset import load_meta, load_view
+from backend.data.renders import load_meta, load_view
 from shared.errors import BackendError
+from shared.render_format import BACKGROUND
 from shared.views import VIEW_NAMES
 
 
@@ -68,10 +68,8 @@ class MultiViewRenders(Dataset):
         for i in views:
             v = load_view(folder, i, meta)
             alpha = v.color[..., 3:]
-            colours.append(v.color[..., :3] * alpha + encoding.BACKGROUND * (1.0 - alpha))
-            mask = v.mask if v.mask is not None else alpha[..., 0] > 0.5
-            controls.append(np.concatenate([encoding.position_to_unit(v.position, mask),
-                                            encoding.normal_to_unit(v.normal, mask)], axis=-1))
+            colours.append(v.color[..., :3] * alpha + BACKGROUND * (1.0 - alpha))
+            controls.append(v.control if v.mask is not None else np.where(alpha > 0.5, v.control, BACKGROUND))
         size = self.resolution
         as_tensor = lambda a: _resize(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32)), size)
         choice = random.Random(torch.randint(0, 2**63 - 1, ()).item()).choice(refs)

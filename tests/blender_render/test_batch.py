@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from blender_render import dataset
+from backend.data import renders
 
 from .helpers import ROOT, env, needs_bpy, run
 
@@ -54,7 +54,7 @@ def _complete_objects(out):
     done = {}
     for d in out.iterdir():
         if d.is_dir() and not d.name.startswith((".", "_")):
-            meta = dataset.load_meta(d)  # raises if the folder is not complete
+            meta = renders.load_meta(d)  # raises if the folder is not complete
             for v in meta["views"]:
                 for f in v["files"].values():
                     assert (d / f).is_file(), (d, f)
@@ -154,7 +154,7 @@ def test_gpu_workers_render(assets, tmp_path):
     proc = run(["-m", "blender_render.batch", str(assets / "meshes"), str(out), "--workers", "2", "--gpus", "0",
                 "--resolution", "256", "--samples", "64"], timeout=600)
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
-    metas = [dataset.load_meta(d) for d in out.iterdir() if (d / "meta.json").is_file()]
+    metas = [renders.load_meta(d) for d in out.iterdir() if (d / "meta.json").is_file()]
     assert metas and all(m["render"]["device"]["device"] == "GPU" for m in metas)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from blender_render import dataset
+from backend.data import renders
 
 from .helpers import ROOT, needs_bpy, run
 
@@ -41,7 +41,7 @@ def test_blender_script_form_hdri_up_axis_and_overwrite(assets, tmp_path):
             "--up", "y", "--hdri", str(hdri), "--hdri-rotation", "random", "--seed", "3", "--hdri-strength", "2"]
     proc = _blender_style(args)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    meta = dataset.load_meta(out)
+    meta = renders.load_meta(out)
     light = meta["render"]["lighting"]
     assert light["type"] == "hdri" and light["strength"] == 2.0
     assert light["rotation_deg"] == random.Random("hdri-rotation-3").uniform(0.0, 360.0)
@@ -97,7 +97,7 @@ def test_gpu_cycles_and_eevee(assets, tmp_path):
         proc = run(["-m", "blender_render", str(src), str(out), "--device", "gpu", "--engine", engine,
                     "--resolution", "512", "--samples", "64", "--passes", "all"], timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        meta = dataset.load_meta(out)
+        meta = renders.load_meta(out)
         assert meta["render"]["device"]["device"] == "GPU"
         assert all(v["checks"]["color_coverage"] > 0.95 for v in meta["views"])
 
@@ -134,12 +134,12 @@ def test_blend_file_with_collection_instance_and_animation(tmp_path):
     out = tmp_path / "out"
     proc = run(["-m", "blender_render", str(blend), str(out), "--resolution", "32", "--passes", "position,mask"])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    meta = dataset.load_meta(out)
+    meta = renders.load_meta(out)
     norm = meta["normalization"]
     np.testing.assert_allclose(norm["source_bbox_min"], [-2, 0, 0], atol=1e-6)
     np.testing.assert_allclose(norm["source_bbox_max"], [4, 1, 1], atol=1e-6)
     assert meta["scene"]["animated"] and meta["scene"]["triangles"] == 24
-    front = dataset.load_view(out, 0, meta)
+    front = renders.load_view(out, 0, meta)
     x = front.position[front.mask][:, 0]
     assert x.min() < -0.45 and x.max() > 0.45  # both pieces rendered, spanning the unit cube
 
@@ -154,6 +154,6 @@ def test_flat_and_smooth_shading_modes(tmp_path):
         proc = run(["-m", "blender_render", str(mesh), str(out), "--resolution", "64", "--passes", "normal,mask",
                     "--normals", mode, "--exr"])
         assert proc.returncode == 0, proc.stderr[-2000:]
-        view = dataset.load_view(out, 0, exr=True)
+        view = renders.load_view(out, 0, exr=True)
         unique[mode] = (len(np.unique(np.round(view.normal[view.mask], 5), axis=0)), view.mask.sum())
     assert unique["flat"][0] <= 320 // 2 and unique["smooth"][0] == unique["smooth"][1]

@@ -3,7 +3,9 @@ import cv2
 import numpy as np
 import pytest
 
+from backend.data import renders
 from blender_render import encoding
+from shared.render_format import DEPTH_BACKGROUND
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
@@ -45,9 +47,9 @@ def test_position_normal_encoding_matches_the_reference_convention():
     np.testing.assert_allclose(pu[mask], pos[mask] + 0.5)
     np.testing.assert_allclose(nu[mask], n[mask] * 0.5 + 0.5)
     assert np.all(pu[~mask] == 0.5) and np.all(nu[~mask] == 0.5)
-    for unit, ref, decode, step in ((pu, pos, encoding.unit_to_position, 1 / 65535),
-                                    (nu, n, encoding.unit_to_normal, 2 / 65535)):
-        back = decode(encoding.dequantize16(encoding.quantize16(unit)))
+    for unit, ref, decode, step in ((pu, pos, renders.unit_to_position, 1 / 65535),
+                                    (nu, n, renders.unit_to_normal, 2 / 65535)):
+        back = decode(renders.dequantize16(encoding.quantize16(unit)))
         assert np.abs(back[mask] - ref[mask]).max() <= step / 2 + 1e-12
     assert encoding.position_to_unit(np.full((1, 1, 3), 0.7), np.ones((1, 1), bool)).max() == 1.0  # clamped
 
@@ -57,8 +59,8 @@ def test_depth_round_trip_and_background():
     depth = rng.uniform(1.0, 2.5, (20, 20))
     mask = rng.random((20, 20)) > 0.5
     codes = encoding.depth_to_uint16(np.where(mask, depth, 1e10), mask, 0.9, 2.7)
-    assert np.all(codes[~mask] == encoding.DEPTH_BACKGROUND) and codes[mask].max() < encoding.DEPTH_BACKGROUND
-    back, m = encoding.uint16_to_depth(codes, 0.9, 2.7)
+    assert np.all(codes[~mask] == DEPTH_BACKGROUND) and codes[mask].max() < DEPTH_BACKGROUND
+    back, m = renders.uint16_to_depth(codes, 0.9, 2.7)
     np.testing.assert_array_equal(m, mask)
     assert np.abs(back[mask] - depth[mask]).max() <= 1.8 / 65534 / 2 + 1e-12
     assert np.all(np.isinf(back[~mask]))

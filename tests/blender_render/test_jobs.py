@@ -6,9 +6,11 @@ import os
 
 import pytest
 
-from blender_render import jobs, outputs
-from blender_render.progress import Progress
+from blender_render import outputs
+from blender_render.batch import LOG_NAME
+from shared import jobs
 from shared.errors import BackendError
+from shared.progress import Progress
 
 
 def test_object_ids_are_stable_and_distinct(tmp_path):
@@ -45,7 +47,7 @@ def test_list_inputs_folder_text_and_json(tmp_path):
 
 
 def test_log_survives_a_cut_line_and_tracks_final_failures(tmp_path):
-    path = tmp_path / jobs.LOG_NAME
+    path = tmp_path / LOG_NAME
     log = jobs.Log(path)
     log.write("object", id="a", status="failed", final=False)
     log.write("object", id="a", status="ok", final=True)
@@ -68,7 +70,7 @@ def test_split_done_uses_complete_folders_only(tmp_path):
     (tmp_path / "out" / tasks[0].id).mkdir(parents=True)
     (tmp_path / "out" / tasks[0].id / "meta.json").write_text("{}")
     (tmp_path / "out" / tasks[1].id).mkdir()  # no meta.json: not complete
-    todo, done = jobs.split_done(tasks, tmp_path / "out", skip={tasks[2].id})
+    todo, done = jobs.split_done(tasks, lambda t: outputs.is_complete(tmp_path / "out" / t.id), skip={tasks[2].id})
     assert [t.id for t in done] == [tasks[0].id, tasks[2].id] and [t.id for t in todo] == [tasks[1].id]
 
 

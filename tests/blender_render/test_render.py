@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from blender_render import dataset
+from backend.data import renders
 from blender_render.cameras import build_views
 from blender_render.options import RenderOptions
 from shared import views
@@ -37,13 +37,13 @@ def rendered(assets, tmp_path_factory):
     by_name = {}
     for d in out.iterdir():
         if (d / "meta.json").is_file():
-            by_name[dataset.load_meta(d)["source"]["name"]] = d
+            by_name[renders.load_meta(d)["source"]["name"]] = d
     return {"out": out, "dirs": by_name, "sources": {s.name: s for s in sources}}
 
 
 def _views(obj_dir, exr=False):
-    meta = dataset.load_meta(obj_dir)
-    return meta, [dataset.load_view(obj_dir, i, meta, exr=exr) for i in range(len(meta["views"]))]
+    meta = renders.load_meta(obj_dir)
+    return meta, [renders.load_view(obj_dir, i, meta, exr=exr) for i in range(len(meta["views"]))]
 
 
 def _project(points, view_meta):
@@ -55,7 +55,7 @@ def _project(points, view_meta):
 
 
 def _normalised_mesh(rendered, name):
-    meta = dataset.load_meta(rendered["dirs"][name])
+    meta = renders.load_meta(rendered["dirs"][name])
     v, f = load_blender_frame(rendered["sources"][name])
     n = meta["normalization"]
     return n["scale"] * (v + np.array(n["offset"])), f
@@ -68,7 +68,7 @@ def test_every_object_and_view_is_present_and_recorded(rendered):
     assert sorted(oks) == sorted(d.name for d in rendered["dirs"].values())
     expected = list(views.VIEW_NAMES) + [f"random_{i:03d}" for i in range(EXTRA)]
     for name, d in rendered["dirs"].items():
-        meta = dataset.load_meta(d)
+        meta = renders.load_meta(d)
         assert meta["status"] == "ok" and meta["failures"] == []
         assert [v["name"] for v in meta["views"]] == expected
         assert meta["blender"]["version"].startswith("5.")
@@ -80,7 +80,7 @@ def test_every_object_and_view_is_present_and_recorded(rendered):
                 assert (d / f).is_file(), f
         assert not list(d.glob(".*")), "staging leftovers inside the object folder"
     # the recorded options rebuild the very same cameras
-    meta = dataset.load_meta(rendered["dirs"]["Duck.glb"])
+    meta = renders.load_meta(rendered["dirs"]["Duck.glb"])
     cams = build_views(RenderOptions.from_dict(meta["options"]))
     for cam, v in zip(cams, meta["views"]):
         np.testing.assert_allclose(cam.c2w_opencv(), v["c2w_opencv"])
@@ -204,7 +204,7 @@ def test_colour_albedo_and_mr_of_a_textured_asset(rendered):
         assert ar > 0.7 and ag > 0.5 and ab < 0.2
         np.testing.assert_allclose(v.mr[..., 0][solid], 1.0)  # glTF layout: R unused (1)
         assert v.meta["checks"]["color_coverage"] > 0.95
-    stl = dataset.load_meta(rendered["dirs"]["featuretype.STL"])
+    stl = renders.load_meta(rendered["dirs"]["featuretype.STL"])
     assert any("without a material" in w for w in stl["warnings"])
-    box = dataset.load_meta(rendered["dirs"]["BoxTextured.glb"])
+    box = renders.load_meta(rendered["dirs"]["BoxTextured.glb"])
     assert box["scene"]["images"] >= 1 and box["scene"]["missing_textures"] == []

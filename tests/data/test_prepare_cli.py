@@ -6,7 +6,7 @@ import numpy as np
 import trimesh
 
 from backend.data.prepare import KEYS, LOG_NAME, main
-from blender_render.jobs import object_id
+from shared.jobs import object_id
 
 FAST = ["--resolution", "24", "--views", "6", "--view-resolution", "48", "--num-surface", "300",
         "--num-sharp", "300", "--num-near", "200", "--num-volume", "200"]

@@ -1,4 +1,4 @@
-"""A one-line progress report with rate and ETA for the batch driver (bpy-free, no dependency)."""
+"""A one-line progress report with rate and ETA for the batch drivers (rendering, data preparation)."""
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
-"""Read one rendered object back as float arrays (bpy-free; needs OpenCV, not Blender).
+"""Read one `blender_render` object folder back as float arrays (the reading side of
+shared/render_format.py; needs OpenCV, not Blender).
 
 For training loaders and tests: decodes the stored encodings of meta.json into Blender-world
 positions, unit normals, camera depth, a boolean mask and RGBA colour in [0, 1], and rebuilds
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import encoding
-from .outputs import META_NAME
+from shared.render_format import (BACKGROUND, DEPTH_BACKGROUND, DEPTH_STEPS, META_NAME, NORMAL_SCALE, NORMAL_SHIFT,
+                                  POSITION_SCALE, POSITION_SHIFT, UNIT16_MAX)
 
 os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")  # read before OpenCV's first EXR decode
 
@@ -34,6 +35,26 @@ def _unit(codes: np.ndarray) -> np.ndarray:
     return codes.astype(np.float64) / float(np.iinfo(codes.dtype).max)
 
 
+def dequantize16(codes: np.ndarray) -> np.ndarray:
+    return np.asarray(codes, dtype=np.float64) / float(UNIT16_MAX)
+
+
+def unit_to_position(unit: np.ndarray) -> np.ndarray:
+    return (np.asarray(unit, dtype=np.float64) - POSITION_SHIFT) / POSITION_SCALE
+
+
+def unit_to_normal(unit: np.ndarray) -> np.ndarray:
+    return (np.asarray(unit, dtype=np.float64) - NORMAL_SHIFT) / NORMAL_SCALE
+
+
+def uint16_to_depth(codes: np.ndarray, near: float, far: float) -> tuple[np.ndarray, np.ndarray]:
+    """-> (depth with +inf on the background, mask)."""
+    codes = np.asarray(codes)
+    mask = codes != DEPTH_BACKGROUND
+    depth = near + codes.astype(np.float64) / DEPTH_STEPS * (far - near)
+    return np.where(mask, depth, np.inf), mask
+
+
 @dataclass
 class View:
     meta: dict  # this view's meta.json record (cameras, files, checks)
@@ -44,6 +65,9 @@ class View:
     color: np.ndarray | None = None  # (H, W, 4) float64 RGBA in [0, 1], straight alpha
     albedo: np.ndarray | None = None
     mr: np.ndarray | None = None
+    # (H, W, 6) stored position then normal units, grey 0.5 off the mask: the texture model's
+    # control image as rendered (PNG reads only)
+    control: np.ndarray | None = None
 
     @property
     def c2w_opencv(self) -> np.ndarray:
@@ -80,14 +104,19 @@ def load_view(obj_dir: Path, index: int, meta: dict | None = None, exr: bool = F
             d = d[..., 0] if d.ndim == 3 else d
             view.depth = np.where(d < 1e9, d, np.inf)
     else:
-        if "normal" in files:
-            view.normal = encoding.unit_to_normal(encoding.dequantize16(_read(obj_dir / files["normal"])))
-        if "position" in files:
-            view.position = encoding.unit_to_position(encoding.dequantize16(_read(obj_dir / files["position"])))
+        units = {name: dequantize16(_read(obj_dir / files[name])) for name in ("position", "normal") if name in files}
+        if "normal" in units:
+            view.normal = unit_to_normal(units["normal"])
+        if "position" in units:
+            view.position = unit_to_position(units["position"])
         if "depth" in files:
-            view.depth, depth_mask = encoding.uint16_to_depth(_read(obj_dir / files["depth"]), *record["depth_png_range"])
+            view.depth, depth_mask = uint16_to_depth(_read(obj_dir / files["depth"]), *record["depth_png_range"])
             if view.mask is None:
                 view.mask = depth_mask
+        if len(units) == 2:
+            view.control = np.concatenate([units["position"], units["normal"]], axis=-1)
+            if view.mask is not None:
+                view.control = np.where(view.mask[..., None], view.control, BACKGROUND)
     if view.mask is not None:
         for name in ("normal", "position"):
             value = getattr(view, name)
@@ -97,3 +126,4 @@ def load_view(obj_dir: Path, index: int, meta: dict | None = None, exr: bool = F
         if name in files:
             setattr(view, name, _unit(_read(obj_dir / files[name])))
     return view
+
