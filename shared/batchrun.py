@@ -92,7 +92,8 @@ def drive(stream: Iterable[Task], pool: Pool, *, record: Callable[..., object], 
                 status = outcome.get("status")
                 code = (outcome.get("error") or {}).get("code")
                 again = status == "failed" and code in RETRIABLE and item.attempt <= retries
-                record("object", id=item.id, input=item.input, attempt=item.attempt, final=not again, **outcome)
+                record("object", **{**outcome, "id": item.id, "input": item.input, "attempt": item.attempt,
+                                      "final": not again})
                 if again:
                     summary.retried += 1
                     retry.append(replace(item, attempt=item.attempt + 1))

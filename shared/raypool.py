@@ -21,7 +21,9 @@ import time
 from dataclasses import dataclass
 from typing import Hashable
 
-from .batchrun import Task, failure
+from .batchrun import failure
+from .errors import BackendError
+from .jobs import Task
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +37,7 @@ class Cluster:
     def parse(cls, text: str) -> "Cluster":
         kind, _, address = str(text).partition(":")
         if kind not in ("local", "ray") or (kind == "local" and address):
-            raise ValueError(f"--cluster must be local, ray or ray:ADDRESS, got {text!r}")
+            raise BackendError("invalid_setting", f"--cluster must be local, ray or ray:ADDRESS, got {text!r}")
         return cls(kind, address or None)
 
 
@@ -75,9 +77,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
 
 
 class RayPool:
-    """`actors` actors of `factory(**kwargs)`, each reserving `num_cpus` / `num_gpus`."""
+    """`actors` actors of `factory(**kwargs)` (or of `kwargs[i]` for actor i), each reserving
+    `num_cpus` / `num_gpus`."""
 
-    def __init__(self, factory: str, kwargs: dict, actors: int, *, address: str | None = None,
+    def __init__(self, factory: str, kwargs: dict | list[dict], actors: int, *, address: str | None = None,
                  num_cpus: float = 1, num_gpus: float = 0, max_restarts: int = -1):
         import ray
 
@@ -86,7 +89,8 @@ class RayPool:
             raise ValueError("a Ray pool needs at least one actor")
         remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
                             max_task_retries=0)(_Host)
-        self.actors = [remote.remote(factory, kwargs) for _ in range(actors)]
+        per_actor = kwargs if isinstance(kwargs, list) else [kwargs] * actors
+        self.actors = [remote.remote(factory, per_actor[i]) for i in range(actors)]
         self.capacity = actors
         self._idle = list(range(actors))
         self._running: dict = {}  # object ref -> (actor index, started)
