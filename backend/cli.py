@@ -14,6 +14,7 @@ from pathlib import Path
 from shared import settings as settings_schema
 from shared.errors import CODES, BackendError
 from shared.protocol import ENGINES
+from shared.raypool import Cluster, add_cluster_argument
 
 from .context import JobContext, JobResult, JobSpec
 from .jobs import make_scratch, remove_scratch
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--engine", choices=ENGINES, default="auto", help="auto picks step1x3d with a GPU and weights")
     gen.add_argument("--weights", help="folder or hub id of the Step1X-3D weights (default: the hub cache)")
     gen.add_argument("--json", action="store_true", help="print one JSON result line per job on stdout")
+    add_cluster_argument(gen)  # ray: one actor per GPU keeps its models; -o is then a folder or URL
     _add_setting_flags(gen)
     _add_plan_flags(gen)
 
@@ -150,6 +152,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not images and not args.mesh:
         print("error: give an image (or a folder of images), or --mesh", file=sys.stderr)
         return CODES["invalid_request"].exit_status
+    if args.cluster != "local":
+        return _generate_on_cluster(args, images, overrides)
     if not images:
         images = [None]
     many = len(images) > 1
@@ -172,6 +176,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if many:
         print(f"{len(images) - report.failures} of {len(images)} succeeded", file=sys.stderr)
     return 0 if report.failures == 0 else report.last_status
+
+
+def _generate_on_cluster(args: argparse.Namespace, images: list[Path], overrides: dict) -> int:
+    """Images to GLBs in OUTPUT (a folder or URL) on Ray, resumable (backend/cluster.py)."""
+    from .cluster import generate_batch
+
+    where = Cluster.parse(args.cluster)
+    if args.mesh or not images:
+        raise BackendError("invalid_request", "--cluster runs images (files or folders), not --mesh")
+    runner = {"weights": args.weights, "plan": args.plan, "geometry_gpu": args.geometry_gpu,
+              "texture_gpu": args.texture_gpu, "offload": args.offload}
+    counts = generate_batch([str(i) for i in images], args.output or "out", args.engine, overrides, runner,
+                            where.address)
+    print(json.dumps(counts))
+    return 1 if counts["failed"] else 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:

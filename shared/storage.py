@@ -11,6 +11,7 @@ store itself.
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 from typing import Callable, Iterable, Iterator
 
@@ -30,7 +31,7 @@ def iter_list(path: str, read_text: Callable[[str], Iterable[str]] | None = None
         for line in lines:
             entry = line.strip()
             if entry and not entry.startswith("#"):
-                yield entry if is_url(entry) or os.path.isabs(entry) else os.path.join(base, entry)
+                yield entry if is_url(entry) or os.path.isabs(entry) else relative_to(base, entry)
     except UnicodeDecodeError:
         raise BackendError("input_unreadable", f"{path}: not a text list of paths") from None
     finally:
@@ -54,6 +55,14 @@ def _fs(url: str):
     from fsspec.core import url_to_fs
 
     return url_to_fs(url)
+
+
+def relative_to(base: str, entry: str) -> str:
+    """A list entry relative to the list's folder (a path or a URL, `..` resolved in URLs)."""
+    if not is_url(base):
+        return os.path.join(base, entry)
+    protocol, rest = str(base).split("://", 1)
+    return f"{protocol}://{posixpath.normpath(posixpath.join(rest, entry))}"
 
 
 def join(root: str, *parts: str) -> str:
@@ -169,5 +178,5 @@ def iter_source(source: str, suffixes) -> Iterator[str]:
         if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
             raise BackendError("input_unreadable", f"{source}: expected a JSON array of paths")
         base = source.rsplit("/", 1)[0] if is_url(source) else os.path.dirname(source)
-        return iter([e if is_url(e) or os.path.isabs(e) else join(base, e) for e in entries])
+        return iter([e if is_url(e) or os.path.isabs(e) else relative_to(base, e) for e in entries])
     return iter_list(source, read_lines)
