@@ -211,7 +211,8 @@ class WorkerSlot:
                 started = time.monotonic()  # the object's time starts once a worker is ready
             worker = self.worker
             since = worker.log_size()
-            message = {"id": task.id, "input": str(task.input), "out": str(out_dir or self.out_root / task.id),
+            out_dir = out_dir or self.out_root / task.id
+            message = {"id": task.id, "input": str(task.input), "out": str(out_dir),
                        "options": self.options.to_dict(), "attempt": task.attempt}
             try:
                 reply = worker.run(message, self.config.timeout)
@@ -219,6 +220,7 @@ class WorkerSlot:
             except WorkerGone as exc:
                 tail = worker.log_tail(since)
                 worker.kill()
+                outputs.drop_staging(out_dir, worker.pid)
                 self.worker = None
                 reply = failure(exc.code, str(exc), log_tail=tail, worker_pid=worker.pid)
         except WorkerGone as exc:  # could not start a worker at all
