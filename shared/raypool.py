@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import time
 from dataclasses import dataclass
 from typing import Hashable
 
@@ -91,31 +90,60 @@ class RayPool:
                             max_task_retries=0)(_Host)
         per_actor = kwargs if isinstance(kwargs, list) else [kwargs] * actors
         self.actors = [remote.remote(factory, per_actor[i]) for i in range(actors)]
-        self.capacity = actors
         self._idle = list(range(actors))
-        self._running: dict = {}  # object ref -> (actor index, started)
+        self._running: dict = {}  # object ref -> actor index
+        self._pings: dict = {}  # ping ref -> index of an actor Ray is restarting
+        self._dead: set[int] = set()
+
+    @property
+    def capacity(self) -> int:
+        """Actors that can take an item now or soon (a restarting one comes back after its ping)."""
+        return len(self.actors) - len(self._dead) - len(self._pings)
 
     def submit(self, item: Task) -> Hashable:
         index = self._idle.pop()
         ref = self.actors[index].run.remote(item)
-        self._running[ref] = (index, time.monotonic())
+        self._running[ref] = index
         return ref
 
-    def wait(self) -> list[tuple[Hashable, dict]]:
-        import ray
-        from ray.exceptions import RayActorError, RayError
+    def _ping(self, index: int) -> None:
+        self._pings[self.actors[index].pid.remote()] = index
 
-        ready, _ = ray.wait(list(self._running), num_returns=1)
+    def wait(self) -> list[tuple[Hashable, dict]]:
+        """Results of finished items; an actor that died is pinged until Ray has restarted it and
+        only then takes work again, so a retry never lands on an actor that is still down."""
+        import ray
+        from ray.exceptions import ActorDiedError, RayActorError, RayError
+
         out = []
-        for ref in ready:
-            index, _started = self._running.pop(ref)
-            self._idle.append(index)
-            try:
-                out.append((ref, ray.get(ref)))
-            except RayActorError as exc:
-                out.append((ref, failure("worker_crashed", f"Ray actor died: {str(exc).splitlines()[0][:300]}")))
-            except RayError as exc:
-                out.append((ref, failure("internal_error", f"{type(exc).__name__}: {str(exc)[:300]}")))
+        while not out:
+            if not self._running:
+                raise RuntimeError("no item in flight")
+            ready, _ = ray.wait([*self._running, *self._pings], num_returns=1)
+            for ref in ready:
+                if ref in self._pings:
+                    index = self._pings.pop(ref)
+                    try:
+                        ray.get(ref)
+                        self._idle.append(index)
+                    except ActorDiedError:  # out of restarts: the pool shrinks
+                        self._dead.add(index)
+                        if len(self._dead) == len(self.actors):
+                            raise BackendError("internal_error", "every Ray actor of the pool died (a worker "
+                                                                 "that cannot start: see the Ray logs)") from None
+                    except RayActorError:
+                        self._ping(index)
+                    continue
+                index = self._running.pop(ref)
+                try:
+                    out.append((ref, ray.get(ref)))
+                    self._idle.append(index)
+                except RayActorError as exc:
+                    out.append((ref, failure("worker_crashed", f"Ray actor died: {str(exc).splitlines()[0][:300]}")))
+                    self._ping(index)
+                except RayError as exc:
+                    out.append((ref, failure("internal_error", f"{type(exc).__name__}: {str(exc)[:300]}")))
+                    self._idle.append(index)
         return out
 
     def pids(self) -> list[int]:
