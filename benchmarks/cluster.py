@@ -2,18 +2,23 @@
 
 Run: .venv/bin/python -m benchmarks.cluster [--repeats 3] [--workers 2] [--resolution 64] [--samples 4]
 
-1. Render and prepare the same objects with the same number of workers, `--cluster local` and
-   `--cluster ray` (one Ray instance started once, its start-up timed apart), alternating runs,
-   fresh output folders; objects/min = objects / wall time of the whole batch call, worker
-   start-up included on both sides.
+1. Render and prepare with the same number of workers, as the CLI runs them: each batch is one
+   `python -m blender_render.batch` / `python -m backend.data.prepare` process, with
+   `--cluster local` or `--cluster ray:ADDRESS` (one Ray instance started once by this script,
+   its start-up timed apart, so each Ray batch pays joining it, as on a cluster). Runs alternate,
+   outputs go to fresh folders. Two batch sizes (N and 3N objects: copies of the assets under
+   other names, so other ids) give the fixed cost per batch (worker start-up) and the steady
+   per-object rate, the one that matters for a million objects.
 2. Per-object scheduling cost: a worker that does nothing, run through the shared driver by the
-   serial pool, the local process pool (one child per object) and Ray actors; ms per object.
+   serial pool and by Ray actors; ms per object.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,7 +26,7 @@ from pathlib import Path
 
 import trimesh
 
-from shared.batchrun import ProcessPool, SerialPool, drive
+from shared.batchrun import SerialPool, drive
 from shared.jobs import Task
 from shared.raypool import RayPool, connect
 
@@ -30,6 +35,8 @@ from .common import print_table
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT.parent / "shared" / "assets" / "meshes"
 RENDER_OBJECTS = ("Duck.glb", "BoxTextured.glb", "monkey.glb", "bunny.ply", "featuretype.STL", "chair_model.obj")
+PREPARE_ARGS = ["--resolution", "64", "--views", "12", "--view-resolution", "96", "--num-surface", "20000",
+                "--num-sharp", "20000", "--num-near", "10000", "--num-volume", "10000"]
 
 
 class Nothing:
@@ -49,44 +56,41 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def _render_runs(listing: Path, work: Path, args, cluster: str, i: int) -> float:
-    from blender_render.batch import BatchConfig, run_batch
-    from blender_render.options import RenderOptions
-
-    out = work / f"render-{cluster}-{i}"
-    options = RenderOptions(resolution=args.resolution, samples=args.samples)
-    seconds = _timed(lambda: run_batch(listing, out, options, BatchConfig(workers=args.workers),
-                                       progress_stream=open("/dev/null", "w"), cluster=cluster))
-    shutil.rmtree(out)
+def _cli(args: list[str], out: Path) -> float:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:3])} failed: {done.stderr[-2000:]}")
+    shutil.rmtree(out, ignore_errors=True)
     return seconds
 
 
-def _prepare_runs(folder: Path, work: Path, args, cluster: str, i: int) -> float:
-    from backend.data.prepare import PrepareOptions, run_batch
-    from backend.data.watertight import WatertightOptions
-
-    out = work / f"prepare-{cluster}-{i}"
-    options = PrepareOptions(watertight=WatertightOptions(resolution=64, views=12, view_resolution=96),
-                             num_surface=20_000, num_sharp=20_000, num_near=10_000, num_volume=10_000)
-    seconds = _timed(lambda: run_batch(folder, out, options, workers=args.workers, cluster=cluster))
-    shutil.rmtree(out)
-    return seconds
-
-
-def _meshes(folder: Path, n: int) -> Path:
+def _copies(folder: Path, sources: list[Path], n: int) -> Path:
+    """`n` inputs: the sources again and again under other names (other ids)."""
     folder.mkdir()
     for i in range(n):
-        mesh = trimesh.creation.icosphere(3) if i % 2 else trimesh.creation.box((1, 0.4 + 0.05 * i, 0.7))
-        mesh.export(folder / f"obj{i}.glb")
+        src = sources[i % len(sources)]
+        os.symlink(src, folder / f"{src.stem}-{i}{src.suffix}")
     return folder
+
+
+def _meshes(folder: Path, n: int) -> list[Path]:
+    folder.mkdir()
+    paths = []
+    for i in range(n):
+        mesh = trimesh.creation.icosphere(3) if i % 2 else trimesh.creation.box((1, 0.4 + 0.05 * i, 0.7))
+        paths.append(folder / f"obj{i}.glb")
+        mesh.export(paths[-1])
+    return paths
 
 
 def scheduling(n: int, workers: int) -> list[tuple]:
     rows = []
     tasks = [Task(f"t{i}", str(i)) for i in range(n)]
     for name, make in (("serial (in process)", lambda: SerialPool(nothing)),
-                       ("local process pool", lambda: ProcessPool(nothing, workers)),
-                       ("ray actors", lambda: RayPool("benchmarks.cluster:Nothing", {}, workers))):
+                       (f"ray, {workers} actors", lambda: RayPool("benchmarks.cluster:Nothing", {}, workers))):
         pool = make()
         if isinstance(pool, RayPool):
             pool.pids()  # actors up before the clock starts
@@ -101,33 +105,45 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--prepare-objects", type=int, default=8)
+    parser.add_argument("--objects", type=int, default=6, help="N: the small batch (the large one is 3N)")
     parser.add_argument("--noop-objects", type=int, default=400)
     parser.add_argument("--skip-render", action="store_true")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     try:
+        import ray
+
         t_ray = _timed(lambda: connect(None, num_cpus=args.workers))
-        print(f"Ray start-up (local instance, {args.workers} CPUs): {t_ray:.1f} s", file=sys.stderr)
-        listing = work / "render.txt"
-        listing.write_text("".join(f"{ASSETS / n}\n" for n in RENDER_OBJECTS))
-        folder = _meshes(work / "meshes", args.prepare_objects)
-        jobs = [("prepare", len(list(folder.iterdir())), lambda c, i: _prepare_runs(folder, work, args, c, i))]
+        address = ray.get_runtime_context().gcs_address
+        meshes = _meshes(work / "meshes", args.objects)
+        tools = [("prepare", ["backend.data.prepare"], meshes, PREPARE_ARGS)]
         if not args.skip_render:
-            jobs.insert(0, ("render", len(RENDER_OBJECTS), lambda c, i: _render_runs(listing, work, args, c, i)))
+            tools.insert(0, ("render", ["blender_render.batch"], [ASSETS / n for n in RENDER_OBJECTS],
+                             ["--resolution", str(args.resolution), "--samples", str(args.samples)]))
         rows = []
-        for name, n, run in jobs:
-            times = {"local": [], "ray": []}
+        for name, module, sources, extra in tools:
+            sizes = (args.objects, 3 * args.objects)
+            inputs = {n: _copies(work / f"{name}-in-{n}", sources, n) for n in sizes}
+            times = {(c, n): [] for c in ("local", "ray") for n in sizes}
             for i in range(args.repeats):
-                for cluster in ("local", "ray"):
-                    times[cluster].append(run(cluster, i))
-            med = {c: statistics.median(t) for c, t in times.items()}
+                for n in sizes:
+                    for c in ("local", "ray"):
+                        out = work / f"{name}-out-{c}-{n}-{i}"
+                        cluster = "local" if c == "local" else f"ray:{address}"
+                        times[c, n].append(_cli([*module, str(inputs[n]), str(out), "--workers", str(args.workers),
+                                                 "--cluster", cluster, *extra], out))
+            med = {k: statistics.median(v) for k, v in times.items()}
+            steady = {c: (sizes[1] - sizes[0]) / (med[c, sizes[1]] - med[c, sizes[0]]) * 60 for c in ("local", "ray")}
             for c in ("local", "ray"):
-                rows.append((name, c, n, " ".join(f"{t:.1f}" for t in times[c]), f"{60 * n / med[c]:.1f}",
-                             f"{100 * (med[c] / med['local'] - 1):+.1f}%"))
-        print_table(f"Batch throughput, {args.workers} workers, median of {args.repeats} (Ray start-up {t_ray:.1f} s "
-                    f"not included)", rows, ("tool", "cluster", "objects", "wall s per run", "objects/min",
-                                             "vs local"))
+                for n in sizes:
+                    rows.append((name, c, n, " ".join(f"{t:.1f}" for t in times[c, n]), f"{60 * n / med[c, n]:.1f}",
+                                 f"{100 * (med[c, n] / med['local', n] - 1):+.1f}%", ""))
+                rows.append((name, c, f"{sizes[0]}->{sizes[1]}", "", "", "",
+                             f"{steady[c]:.1f} ({100 * (steady[c] / steady['local'] - 1):+.1f}%)"))
+        print_table(f"Batch throughput through the CLI, {args.workers} workers, median of {args.repeats} "
+                    f"(Ray start-up {t_ray:.1f} s, once, not included)", rows,
+                    ("tool", "cluster", "objects", "wall s per run", "objects/min", "time vs local",
+                     "steady objects/min (vs local)"))
         print_table("Per-object scheduling cost (a worker that does nothing)", scheduling(args.noop_objects,
                                                                                              args.workers),
                     ("pool", "objects", "ms/object"))
