@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ from shared.batchrun import drive
 from shared.jobs import Log, Task, object_id, read_log
 from shared.raypool import RayPool
 
+from tests.blender_render.test_batch import _wait_for
+
 from .conftest import BUCKET
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,15 +30,6 @@ FAST = PrepareOptions(watertight=WatertightOptions(resolution=24, views=6, view_
                       num_sharp=300, num_near=200, num_volume=200)
 FAST_ARGS = ["--resolution", "24", "--views", "6", "--view-resolution", "48", "--num-surface", "300",
              "--num-sharp", "300", "--num-near", "200", "--num-volume", "200"]
-
-
-def _wait_for(predicate, timeout=120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture(scope="module")
