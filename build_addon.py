@@ -1,11 +1,16 @@
-"""Pack addon/ and a copy of shared/ into an installable Blender extension zip.
+"""Pack addon/, a copy of shared/ and the bundled backend into an installable Blender extension zip.
 
     python build_addon.py [-o dist/]   ->   dist/<id>-<version>.zip
 
 The zip holds the package at its root (blender_manifest.toml beside __init__.py) with shared/
 vendored inside it, so the installed add-on imports `<package>.shared` and nothing from the
-repository. Entries are sorted with fixed timestamps, so the same sources give the same zip, and
-it is written under a temporary name and renamed.
+repository. `bundle/` carries the backend the add-on installs into its own environment:
+`bundle/backend/`, `bundle/shared/` (the backend imports it as top-level `shared`) and
+`bundle/requirements.txt`. Blender never imports anything under `bundle/`: the add-on only puts
+that folder on the backend process's PYTHONPATH. Training and dataset preparation
+(backend/train, backend/data) stay out: generation never uses them and they need blender_render.
+Entries are sorted with fixed timestamps, so the same sources give the same zip, and it is
+written under a temporary name and renamed.
 """
 from __future__ import annotations
 
@@ -19,6 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "addon"
 SHARED = ROOT / "shared"
+BACKEND = ROOT / "backend"
+REQUIREMENTS = ROOT / "requirements.txt"
+BUNDLE = "bundle"  # the backend's folder inside the package (see the module docstring)
+BACKEND_SKIP = {"__pycache__", "train", "data"}  # not generation code (see the module docstring)
 SKIP_DIRS = {"__pycache__", ".pytest_cache", "shared"}  # addon/shared never ships: it is vendored below
 SKIP_SUFFIXES = {".pyc", ".pyo"}
 FIXED_TIME = (2025, 1, 1, 0, 0, 0)
@@ -44,10 +53,17 @@ def manifest() -> dict:
     return data
 
 
+def _under(prefix: str, folder: Path, skip_dirs: set[str]) -> list[tuple[str, Path]]:
+    return [(prefix + p.relative_to(folder).as_posix(), p) for p in _files(folder, skip_dirs)]
+
+
 def entries() -> list[tuple[str, Path]]:
-    """(name inside the zip, source file), package files first, then the vendored shared/."""
-    items = [(p.relative_to(ADDON).as_posix(), p) for p in _files(ADDON, SKIP_DIRS)]
-    items += [("shared/" + p.relative_to(SHARED).as_posix(), p) for p in _files(SHARED, {"__pycache__"})]
+    """(name inside the zip, source file): package files, the vendored shared/, then the bundle."""
+    items = [(p.relative_to(ADDON).as_posix(), p) for p in _files(ADDON, SKIP_DIRS | {BUNDLE})]
+    items += _under("shared/", SHARED, {"__pycache__"})
+    items += _under(f"{BUNDLE}/backend/", BACKEND, BACKEND_SKIP)
+    items += _under(f"{BUNDLE}/shared/", SHARED, {"__pycache__"})
+    items.append((f"{BUNDLE}/requirements.txt", REQUIREMENTS))
     return items
 
 

@@ -1,4 +1,4 @@
-"""`python -m backend generate|serve|info|download`.
+"""`python -m backend generate|serve|info|download|prepare-image`.
 
 Flags for every generation setting come from shared/settings.py, so the CLI, the server and the
 Blender panel can never disagree on names, defaults or ranges. Exit status: 0 on success, else
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_flags(info)
 
     dl = sub.add_parser("download", help="download model weights into the Hugging Face cache")
-    dl.add_argument("components", nargs="*", help="components to fetch (default: all)")
+    dl.add_argument("components", nargs="*", help="components to fetch (default: all; background-remover is the BiRefNet file)")
+    _add_prepare_image_parser(sub)
     return parser
 
 
@@ -218,6 +219,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "plan": plan_text,
         "gpus": [vars(g) for g in gpus],
         "weights": weights.as_dict(),
+        "background_remover": _remover_info(),
         "python": sys.version.split()[0],
     }
     if args.json:
@@ -229,14 +231,61 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"weights: {weights.describe()}")
     for name, path in weights.found.items():
         print(f"  {name}: {path}")
+    for f in data["background_remover"]:
+        print(f"background remover: {f['name']} {'at ' + f['path'] if f['present'] else 'not downloaded'}"
+              + ("" if f["present"] else " (the GrabCut fallback is used; `python -m backend download` fetches it)"))
     return 0
+
+
+def _remover_info() -> list[dict]:
+    from .background import remover_model_files
+
+    return [{"name": f.name, "path": str(f.path), "present": f.present} for f in remover_model_files()]
 
 
 def cmd_download(args: argparse.Namespace) -> int:
     from .runtime.weights import download
 
-    status = download(args.components or None)
-    print(status.describe())
+    hub = _download_remover(args.components)
+    if hub is not None:
+        status = download(hub or None)
+        print(status.describe())
+    return 0
+
+
+def _download_remover(components: list[str]) -> list[str] | None:
+    """Fetch the background remover's model file when `components` is empty (all) or names it;
+    returns the components left for the hub download (None: nothing left)."""
+    from .background import REMOVER_COMPONENT, download_model
+
+    if components and REMOVER_COMPONENT not in components:
+        return components
+    # stderr, like pooch's progress bar: stdout stays the download's own report (the add-on parses it)
+    print(f"background remover: {download_model().describe()}", file=sys.stderr)
+    rest = [c for c in components if c != REMOVER_COMPONENT]
+    return None if components and not rest else rest
+
+
+def _add_prepare_image_parser(sub) -> None:
+    prep = sub.add_parser("prepare-image", help="write the cut-out (framed RGBA) the models will see, before generating")
+    prep.add_argument("image", help="the reference image")
+    prep.add_argument("-o", "--output", required=True, help="PNG to write the cut-out to")
+    prep.add_argument("--checker", help="also write the cut-out over a checkerboard to this PNG")
+    prep.add_argument("--device", default="cuda:0", help="where a model remover runs when onnxruntime can use it "
+                                                         "(cuda:N), else the CPU; default cuda:0")
+    prep.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    for name in ("remove_background", "foreground_ratio"):
+        spec = next(s for s in settings_schema.SETTINGS if s.name == name)
+        prep.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                          help=f"{spec.help}; default {spec.default!r}")
+
+
+def cmd_prepare_image(args: argparse.Namespace) -> int:
+    from .cutout_preview import write_cutout
+
+    overrides = {k: getattr(args, k) for k in ("remove_background", "foreground_ratio") if getattr(args, k) is not None}
+    result = write_cutout(args.image, args.output, overrides, checker=args.checker, device=args.device)
+    print(json.dumps(result.as_dict()) if args.json else result.describe())
     return 0
 
 
@@ -251,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             return serve(default_engine=args.engine, runner=_runner(args))
         if args.command == "info":
             return cmd_info(args)
+        if args.command == "prepare-image":
+            return cmd_prepare_image(args)
         return cmd_download(args)
     except BackendError as err:
         print(f"error [{err.code}] {err.message}", file=sys.stderr)

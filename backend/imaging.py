@@ -1,4 +1,4 @@
-"""Reading a reference image safely and finding its foreground.
+"""Reading a reference image safely and finding its foreground (through backend.background).
 
 Every way an image file can be wrong maps to a stable error code naming the file; every way it can
 be unusual (16-bit, greyscale, palette, CMYK, EXIF-rotated) is normalised to 8-bit RGBA, so the
@@ -12,13 +12,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy import ndimage
 
+from backend.background import Cutout, Remover, check_coverage, cutout
 from shared.errors import BackendError
 
 MAX_SIDE = 8192
-MIN_FOREGROUND = 0.002  # share of the frame below which the image holds no object
-MAX_FOREGROUND = 0.995  # share above which there is no background left to separate
 
 
 @dataclass
@@ -80,55 +78,15 @@ def _to_rgba8(im: Image.Image) -> tuple[np.ndarray, bool]:
     return rgba, has_alpha
 
 
-def foreground_alpha(image: LoadedImage, mode: str = "auto") -> np.ndarray:
-    """Alpha in [0, 1] of the object: the file's alpha when it has one (mode auto), else the
-    border-colour segmentation. Raises `empty_foreground` / `foreground_fills_frame`."""
-    if mode == "never":
-        alpha = np.ones(image.rgba.shape[:2], np.float32)
-    elif image.has_alpha and mode == "auto":
-        alpha = image.rgba[..., 3].astype(np.float32) / 255.0
-    else:
-        alpha = segment_by_border_colour(image)
-    coverage = float((alpha > 0.5).mean())
-    if coverage < MIN_FOREGROUND:
-        raise BackendError("empty_foreground", f"no foreground object found in {image.path}")
-    if coverage > MAX_FOREGROUND and mode != "never":
-        raise BackendError(
-            "foreground_fills_frame",
-            f"the object fills the whole frame of {image.path}; leave a margin of background or give an alpha channel",
-        )
-    return alpha
+def foreground(image: LoadedImage, mode: str = "auto", remover: Remover | None = None,
+               device: str = "cpu") -> Cutout:
+    """The object's cut-out (backend.background): the file's alpha when it has one (mode auto), else
+    the background remover's. Raises `empty_foreground` / `foreground_fills_frame` when the remover is
+    sure, `background_unclear` when it is not."""
+    return check_coverage(cutout(image.rgba, image.has_alpha, mode, remover, device), str(image.path))
 
 
-def segment_by_border_colour(image: LoadedImage) -> np.ndarray:
-    """Background = regions connected to the image border whose colour matches the border's.
-
-    Works offline with no model for the common case of product shots and renders on a plain
-    backdrop; a cluttered border has no single colour, and that is reported, not guessed.
-    """
-    rgb = image.rgba[..., :3].astype(np.float32) / 255.0
-    h, w = rgb.shape[:2]
-    ring = max(2, round(0.01 * min(h, w)))
-    border = np.concatenate([
-        rgb[:ring].reshape(-1, 3), rgb[-ring:].reshape(-1, 3),
-        rgb[:, :ring].reshape(-1, 3), rgb[:, -ring:].reshape(-1, 3),
-    ])
-    background = np.median(border, axis=0)
-    border_dist = np.abs(border - background).max(axis=1)
-    if (border_dist < 0.1).mean() < 0.6:
-        raise BackendError(
-            "foreground_fills_frame",
-            f"the border of {image.path} has no uniform background colour to separate; "
-            "give an image with an alpha channel or a plain background",
-        )
-    threshold = float(np.clip(3.0 * np.quantile(border_dist, 0.9), 0.06, 0.25))
-    dist = np.abs(rgb - background).max(axis=2)
-    candidates, _ = ndimage.label(dist < threshold)
-    edge_labels = np.unique(np.concatenate([candidates[0], candidates[-1], candidates[:, 0], candidates[:, -1]]))
-    fg = ~np.isin(candidates, edge_labels[edge_labels > 0])
-    parts, count = ndimage.label(fg)
-    if count > 1:
-        sizes = ndimage.sum_labels(fg, parts, index=np.arange(1, count + 1))
-        keep = np.concatenate([[False], sizes >= 0.01 * sizes.max()])
-        fg = keep[parts]
-    return ndimage.gaussian_filter(fg.astype(np.float32), 0.6)
+def foreground_alpha(image: LoadedImage, mode: str = "auto", remover: Remover | None = None,
+                     device: str = "cpu") -> np.ndarray:
+    """Alpha in [0, 1] of the object (see `foreground`)."""
+    return foreground(image, mode, remover, device).alpha

@@ -119,6 +119,22 @@ class Server:
         if queued:
             self.emit("error", job=job_id, code="cancelled", message=f"job {job_id} was cancelled before it started")
 
+    def _op_prepare_image(self, msg: protocol.Message) -> None:
+        """The cut-out preview, on its own thread: quick requests (cancel, status) stay answered."""
+        def work() -> None:
+            from .cutout_preview import write_cutout
+
+            try:
+                result = write_cutout(msg.get("image"), msg.get("output"), msg.get("settings"), msg.get("checker"))
+            except BackendError as err:
+                self.emit("error", job=msg.get("job"), code=err.code, message=err.message)
+            except Exception as exc:  # never let a preview take the server down
+                self.emit("error", job=msg.get("job"), code="internal_error", message=f"{type(exc).__name__}: {exc}")
+            else:
+                self.emit("cutout", job=msg.get("job"), **result.as_dict())
+
+        threading.Thread(target=work, name="step1x3d-cutout", daemon=True).start()
+
     def _op_status(self, msg: protocol.Message) -> None:
         with self._lock:
             current = self._running[0].spec.job_id if self._running else None

@@ -30,6 +30,7 @@ _CODES = (
     ErrorCode("out_of_memory", 11, "the device ran out of memory"),
     ErrorCode("cancelled", 12, "the job was cancelled"),
     ErrorCode("backend_unavailable", 13, "the backend process is not running or stopped answering"),
+    ErrorCode("background_unclear", 14, "the object could not be told from the background with confidence"),
     ErrorCode("internal_error", 70, "an unexpected error inside the backend"),
 )
 

@@ -29,6 +29,15 @@ REQUESTS: dict[str, dict[str, tuple[tuple, bool]]] = {
         "settings": ((dict,), False),
     },
     "cancel": {"job": ((str,), True)},
+    # the cut-out preview (backend/cutout_preview.py): answered by a `cutout` event or an `error`, both
+    # carrying `job` as given, so the client can match them; it never enters the job queue
+    "prepare_image": {
+        "job": ((str,), True),
+        "image": ((str,), True),
+        "output": ((str,), True),
+        "checker": ((str,), False),
+        "settings": ((dict,), False),
+    },
     "status": {},
     "shutdown": {},
 }
@@ -53,6 +62,17 @@ EVENTS: dict[str, dict[str, tuple[tuple, bool]]] = {
     "error": {"job": ((str, type(None)), False), "code": ((str,), True), "message": ((str,), True)},
     "status": {"state": ((str,), True), "job": ((str, type(None)), True), "queue": ((list,), True)},
     "log": {"level": ((str,), True), "message": ((str,), True)},
+    "cutout": {
+        "job": ((str,), True),
+        "path": ((str,), True),
+        "size": ((int,), True),
+        "foreground_ratio": (_NUMBER, True),
+        "coverage": (_NUMBER, True),
+        "method": ((str,), True),
+        "confidence": (_NUMBER, True),
+        "note": ((str,), False),
+        "checker": ((str, type(None)), False),
+    },
     "bye": {},
 }
 

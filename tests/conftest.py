@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ ASSETS = ROOT.parent / "shared" / "assets"  # read-only third-party test meshes 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# No test sees a background-remover model a developer downloaded: the GrabCut fallback is the default
+# here, and tests of the model path point these at a folder holding their own tiny model.
+_NO_REMOVER = tempfile.mkdtemp(prefix="step1x3d-no-remover-")
+os.environ["STEP1X3D_REMOVER_HOME"] = os.environ["U2NET_HOME"] = _NO_REMOVER
 
 
 def _has_cuda() -> bool:

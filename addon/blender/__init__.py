@@ -6,7 +6,7 @@ import atexit
 import bpy
 from bpy.app.handlers import persistent
 
-from . import operators, panel, prefs, props
+from . import operators, panel, prefs, props, setup
 from .runtime import RUNTIME
 
 _registered: list[type] = []
@@ -25,7 +25,8 @@ def _on_exit() -> None:
 
 def register() -> None:
     settings_class = props.make_settings_class()
-    for cls in (prefs.STEP1X3D_AP_preferences, settings_class, *operators.CLASSES, *panel.classes()):
+    for cls in (prefs.STEP1X3D_AP_preferences, settings_class, *operators.CLASSES, *setup.CLASSES,
+                *panel.classes()):
         bpy.utils.register_class(cls)
         _registered.append(cls)
     bpy.types.Scene.step1x3d = bpy.props.PointerProperty(type=settings_class)

@@ -6,18 +6,14 @@ from pathlib import Path
 
 import bpy
 
-from ..core import history, schema
-from . import prefs
+from ..core import history, schema, timing
+from . import cutout, prefs, setup, text
 from .props import values
 from .runtime import RUNTIME
 
 STATE_ICONS = {"stopped": "RADIOBUT_OFF", "starting": "SORTTIME", "ready": "CHECKMARK", "busy": "PLAY",
                "crashed": "ERROR"}
 STAGE_LABELS = {"image": "Image", "geometry": "Geometry", "texture": "Texture", "output": "Output"}
-
-
-def _chars(context) -> int:
-    return max(20, int(context.region.width / 7)) if context.region else 60
 
 
 class _Sidebar:
@@ -33,13 +29,20 @@ class STEP1X3D_PT_main(_Sidebar, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         props = context.scene.step1x3d
-        _draw_backend(layout, context)
-        _draw_image(layout, props)
+        advice = setup_advice(context)
+        if not advice.ready:  # nothing to generate with yet: say what is missing, offer the next step
+            setup.draw_setup_box(layout, context, advice)
+        else:
+            _draw_backend(layout, context)
+        _draw_image(layout, context, props)
 
         col = layout.column(align=True)
         col.scale_y = 1.4
+        col.enabled = advice.ready
         col.operator("step1x3d.generate", icon="SHADERFX")
-        layout.operator("step1x3d.texture_selection", icon="TEXTURE")
+        row = layout.row()
+        row.enabled = advice.ready
+        row.operator("step1x3d.texture_selection", icon="TEXTURE")
 
         session = RUNTIME.session
         for job in (session.active_jobs if session else []):
@@ -47,40 +50,46 @@ class STEP1X3D_PT_main(_Sidebar, bpy.types.Panel):
             box = layout.box()
             row = box.row()
             row.label(text=meta.label if meta else job.job_id, icon="MESH_MONKEY")
+            row.label(text=timing.clock_text(job.elapsed()), icon="TIME")
             row.operator("step1x3d.cancel", text="", icon="X").job = job.job_id
-            box.progress(factor=job.fraction, type="BAR", text=job.describe())
+            box.progress(factor=job.overall(), type="BAR", text=job.describe())
 
-        level, text = RUNTIME.notice
-        if text:
+        level, message = RUNTIME.notice
+        if message:
             box = layout.box()
             row = box.row()
-            prefs.wrapped(row.column(), text, _chars(context) - 4,
-                          icon={"ERROR": "ERROR", "WARNING": "ERROR"}.get(level, "INFO"))
+            text.label(row.column(), context, message, icon={"ERROR": "ERROR", "WARNING": "ERROR"}.get(level, "INFO"),
+                       extra=24)
             row.operator("step1x3d.dismiss", text="", icon="X", emboss=False)
+
+
+def setup_advice(context):
+    """What is missing before Generate can work (core/setup.py decides)."""
+    from ..core.setup import advise
+
+    return advise(setup.facts(context))
 
 
 def _draw_backend(layout, context) -> None:
     state = RUNTIME.state
-    row = layout.row(align=True)
+    row = layout.row(align=True).split(factor=0.6, align=True)  # room for "Backend: starting"
     row.label(text=f"Backend: {state}", icon=STATE_ICONS.get(state, "QUESTION"))
     if state in ("stopped", "crashed"):
         row.operator("step1x3d.start_backend", text="Start", icon="PLAY")
     else:
         row.operator("step1x3d.stop_backend", text="Stop", icon="PAUSE")
     if RUNTIME.session is not None and RUNTIME.session.problem:
-        prefs.wrapped(layout.box(), RUNTIME.session.problem, _chars(context) - 4, icon="ERROR")
+        text.label(layout.box(), context, RUNTIME.session.problem, icon="ERROR")
+    setup.draw_install_progress(layout, context) or setup.draw_download_progress(layout, context)
 
 
-def _draw_image(layout, props) -> None:
+def _draw_image(layout, context, props) -> None:
     layout.row().prop(props, "image_source", expand=True)
     if props.image_source == "FILE":
         layout.prop(props, "image_path", text="")
-        path = bpy.path.abspath(props.image_path) if props.image_path else ""
-        icon = RUNTIME.thumbnail(path) if path and Path(path).is_file() else 0
-        if icon:
-            layout.template_icon(icon_value=icon, scale=7.0)
     else:
         layout.template_ID_preview(props, "image", open="image.open", rows=3, cols=6)
+    cutout.draw(layout, context, props, RUNTIME)  # the cut-out the models will see
 
 
 def _draw_stage(stage: str):
@@ -90,14 +99,19 @@ def _draw_stage(stage: str):
         layout.use_property_decorate = False
         props = context.scene.step1x3d
         current = values(props)
+        engine = "preview" if prefs.get(context).plan == "cpu" else "step1x3d"
         for spec in schema.prop_specs():
             if spec.stage != stage:
                 continue
             row = layout.row(align=True)
-            row.enabled = schema.enabled(spec.name, current)
-            row.prop(props, spec.name)
+            why = schema.ignored_because(spec.name, current, engine)
+            sub = row.row(align=True)
+            sub.enabled = not why
+            sub.prop(props, spec.name)
             if spec.name == "seed":
-                row.prop(props, "randomize_seed", text="", icon="FILE_REFRESH")
+                sub.prop(props, "randomize_seed", text="", icon="FILE_REFRESH")
+            if why:  # hovering the icon says why the setting is greyed out
+                row.operator("step1x3d.why", text="", icon="INFO", emboss=False).reason = why
     return draw
 
 

@@ -1,13 +1,18 @@
-"""Add-on preferences: how to run the backend, where weights and results live."""
+"""Add-on preferences: how to run the backend, where weights and results live.
+
+The backend runs in one of the modes of MODE_ITEMS: the bundled environment the add-on installs
+itself (the default), or an existing environment (interpreter + folder, for power users). Each
+mode's fields are drawn by its own function in MODE_DRAW and turned into a BackendConfig by
+`config()`; a new mode adds an item, a draw function and a branch there."""
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ..core.config import BackendConfig
+from ..core.setup import BUNDLED, EXISTING
 
 ADDON_ID = __package__.rpartition(".")[0]  # "bl_ext.<repo>.step1x3d" installed, "addon" from the repository
 _REPO = Path(__file__).resolve().parents[2]
@@ -27,29 +32,47 @@ def get(context=None) -> "STEP1X3D_AP_preferences":
     return addon.preferences
 
 
+def user_folder(name: str) -> Path:
+    """A folder in the extension's user directory (kept across add-on updates), not created."""
+    try:
+        return Path(bpy.utils.extension_path_user(ADDON_ID, path=name))
+    except ValueError:  # not installed as an extension (run from the repository)
+        return Path(bpy.utils.user_resource("DATAFILES", path=f"step1x3d/{name}"))
+
+
 def output_folder(prefs, create: bool = True) -> Path:
     """Where GLBs go: the preference, else the extension's own user directory."""
     if prefs.output_dir.strip():
         folder = Path(bpy.path.abspath(prefs.output_dir)).expanduser()
     else:
-        try:
-            folder = Path(bpy.utils.extension_path_user(ADDON_ID, path="generations"))
-        except ValueError:  # not installed as an extension (run from the repository)
-            folder = Path(bpy.utils.user_resource("DATAFILES", path="step1x3d/generations"))
+        folder = user_folder("generations")
     if create:
         folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def wrapped(layout, text: str, width: int = 70, icon: str = "NONE") -> None:
-    """Labels never wrap in Blender: split long text into lines."""
-    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
-        layout.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")
+def _default_mode() -> str:
+    """Run from a checkout that has its .venv, the existing environment is the obvious one."""
+    return EXISTING if _repository_default(".venv/bin/python") else BUNDLED
+
+
+MODE_ITEMS = [
+    (BUNDLED, "Bundled", "The add-on installs the backend into its own environment (Install Backend)"),
+    (EXISTING, "Existing Environment", "A Python environment of your own that has the backend's packages"),
+]
 
 
 class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
+    backend_mode: EnumProperty(name="Backend", items=MODE_ITEMS, default=_default_mode(),
+                               description="Where the backend runs")
+    torch_build: EnumProperty(
+        name="PyTorch Build", default="AUTO",
+        items=[("AUTO", "Automatic", "CUDA where an NVIDIA driver is installed, else the CPU build"),
+               ("CUDA", "CUDA", "The NVIDIA GPU build (Linux and Windows)"),
+               ("CPU", "CPU", "The CPU build (no GPU; the CPU preview plan only)")],
+        description="Which PyTorch Install Backend puts into the environment")
     python: StringProperty(
         name="Backend Python", subtype="FILE_PATH", default=_repository_default(".venv/bin/python"),
         description="Python interpreter of the backend's own environment (with torch); "
@@ -60,7 +83,8 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
                     "in the backend's environment")
     weights: StringProperty(
         name="Weights", default="stepfun-ai/Step1X-3D",
-        description="Local folder of the Step1X-3D weights, or a Hugging Face hub id")
+        description="Local folder of the Step1X-3D weights, or a Hugging Face hub id "
+                    "(not used by the CPU preview plan: it needs no weights)")
     plan: EnumProperty(
         name="Device Plan", default="single",
         items=[("single", "Single GPU", "One GPU runs geometry then texture; idle models are offloaded"),
@@ -69,7 +93,7 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
     geometry_gpu: IntProperty(name="Geometry GPU", min=0, max=63, default=0,
                               description="GPU index for the geometry stage (and everything in the single plan)")
     texture_gpu: IntProperty(name="Texture GPU", min=0, max=63, default=1,
-                             description="GPU index for the texture stage in the multi-GPU plan")
+                             description="GPU index for the texture stage (used only by the multi-GPU plan)")
     output_dir: StringProperty(
         name="Output Folder", subtype="DIR_PATH", default="",
         description="Where generated GLBs are kept; empty means the extension's user folder")
@@ -80,23 +104,36 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
     show_log: BoolProperty(name="Show Backend Log", default=False)
 
     def config(self) -> BackendConfig:
+        if self.backend_mode == BUNDLED:
+            from . import setup
+
+            python, backend_dir = str(setup.layout().python()), str(setup.bundle_dir())
+        else:
+            python, backend_dir = bpy.path.abspath(self.python).strip(), bpy.path.abspath(self.backend_dir).strip()
         return BackendConfig(
-            python=bpy.path.abspath(self.python).strip(), backend_dir=bpy.path.abspath(self.backend_dir).strip(),
+            python=python, backend_dir=backend_dir,
             weights=self.weights.strip(), plan=self.plan, geometry_gpu=self.geometry_gpu,
             texture_gpu=self.texture_gpu, online=bool(bpy.app.online_access),
         )
 
     def draw(self, context):
+        from . import setup, text
         from .runtime import RUNTIME
 
         layout = self.layout
+        layout.row().prop(self, "backend_mode", expand=True)
+        MODE_DRAW[self.backend_mode](self, layout, context)
         col = layout.column()
-        col.prop(self, "python")
-        col.prop(self, "backend_dir")
-        row = col.row()
-        row.prop(self, "weights")
-        row.enabled = self.plan != "cpu"
         col.prop(self, "plan")
+        row = col.row(align=True)
+        sub = row.row()
+        sub.prop(self, "weights")
+        sub.enabled = self.plan != "cpu"
+        if self.plan == "cpu":
+            row.operator("step1x3d.why", text="", icon="INFO", emboss=False).reason = \
+                "The CPU preview plan needs no weights"
+        elif not setup.draw_download_progress(col, context):
+            row.operator("step1x3d.download_weights", text="Download", icon="URL")
         if self.plan != "cpu":
             row = col.row()
             row.prop(self, "geometry_gpu")
@@ -117,10 +154,25 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
         row = box.row()
         row.operator("step1x3d.check_backend", icon="CHECKMARK")
         row.label(text={"running": "Checking…", "ok": "Backend found", "error": "Problem"}.get(RUNTIME.info_state, ""))
-        for line in RUNTIME.info_text.splitlines()[:24]:
-            wrapped(box, line, 90)
+        for line in RUNTIME.info_lines(self.plan)[:24]:
+            text.label(box, context, line)
         box = layout.box()
         box.prop(self, "show_log", icon="TEXT")
         if self.show_log and RUNTIME.session is not None:
             for level, message in list(RUNTIME.session.log)[-15:]:
-                wrapped(box, f"{level}: {message}", 110)
+                text.label(box, context, f"{level}: {message}")
+
+
+def _draw_bundled(p, layout, context) -> None:
+    from . import setup
+
+    setup.draw_environment(layout, context, p)
+
+
+def _draw_existing(p, layout, context) -> None:
+    col = layout.column()
+    col.prop(p, "python")
+    col.prop(p, "backend_dir")
+
+
+MODE_DRAW = {BUNDLED: _draw_bundled, EXISTING: _draw_existing}

@@ -7,6 +7,7 @@ same session synchronously. Every Blender data change happens on the main thread
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 import bpy
 import bpy.utils.previews
 
-from ..core import history, jobs, messages
+from ..core import history, jobs, messages, setup
 from ..core.config import BackendConfig, run_info
 from ..core.jobs import JobRequest, Outcome
 from ..core.process import BackendProcess
@@ -52,6 +53,10 @@ class Runtime:
         self.info_text = ""
         self._signature: tuple = ()
         self._previews = None
+        self.installer = None  # core.installer.Installer of the last Install Backend
+        self.download = None  # core.downloads.WeightsDownload of the last Download Weights
+        self.weights_state = ""  # found / missing / "" from the last Check
+        self._watched: dict[str, str] = {}  # install/download result already acted on
 
     # --- backend --------------------------------------------------------------------------------
 
@@ -128,11 +133,13 @@ class Runtime:
         outcomes = self.session.pump() if self.session is not None else []
         with _window_override():
             self.handle_all(outcomes)
+        tasks = self._tasks_running()
+        finished = self._finish_tasks()
         signature = self._current_signature()
-        if outcomes or signature != self._signature:
+        if outcomes or tasks or finished or signature != self._signature:
             self._signature = signature
             redraw()
-        pending = self.info_state == "running" or (self.session is not None and (
+        pending = tasks or self.info_state == "running" or (self.session is not None and (
             self.session.active_jobs or self.session.state == "starting"))
         if pending:
             return BUSY_INTERVAL
@@ -143,6 +150,54 @@ class Runtime:
             return (self.info_state,)
         return (self.session.state, self.info_state, self.session.problem,
                 tuple((j.job_id, j.state, j.stage, j.step, j.queue_position) for j in self.session.jobs.values()))
+
+    # --- install and download (worker threads; results acted on here, on the main thread) ---------
+
+    def _tasks_running(self) -> bool:
+        return any(task is not None and task.snapshot().running for task in (self.installer, self.download))
+
+    def _finish_tasks(self) -> bool:
+        """Act once on an install or download that ended; True when one did (the panel must redraw)."""
+        acted = False
+        for name, task in (("install", self.installer), ("download", self.download)):
+            if task is None:
+                continue
+            snap = task.snapshot()
+            key = f"{id(task)}:{snap.result}"
+            if snap.running or not snap.result or self._watched.get(name) == key:
+                continue
+            self._watched[name] = key
+            acted = True
+            config = self._current_config()
+            if name == "install":
+                self.after_install(config)
+            else:
+                self.after_download(config)
+            level = "INFO" if snap.result in ("ready", "done") else "WARNING" if snap.result == "cancelled" else "ERROR"
+            # a failed or cancelled install is what the Set up box shows: no second copy as a notice
+            quiet = name == "install" and level != "INFO"
+            self.say(level, f"{'Install Backend' if name == 'install' else 'Download Weights'}: "
+                            f"{snap.message or snap.result}", notice=not quiet)
+        return acted
+
+    def _current_config(self) -> BackendConfig | None:
+        try:
+            return prefs.get().config()
+        except RuntimeError:
+            return None
+
+    def after_install(self, config: BackendConfig | None) -> None:
+        """A new environment: the next Generate starts a fresh backend; Check finds the weights."""
+        if self.installer is not None and self.installer.snapshot().result == "ready" and config is not None:
+            self.notice = ("", "")
+            self.check(config)
+
+    def after_download(self, config: BackendConfig | None) -> None:
+        if config is not None:
+            self.check(config)
+
+    def info_lines(self, plan: str) -> list[str]:
+        return setup.annotate_info(self.info_text, plan).splitlines()
 
     # --- outcomes -----------------------------------------------------------------------------
 
@@ -213,9 +268,10 @@ class Runtime:
         for path in meta.temp_files if meta else []:
             Path(path).unlink(missing_ok=True)
 
-    def say(self, level: str, text: str) -> None:
+    def say(self, level: str, text: str, notice: bool = True) -> None:
         """Show in the panel and in the status bar / Info editor (stdout in background mode)."""
-        self.notice = (level, text)
+        if notice:
+            self.notice = (level, text)
         if bpy.app.background:
             print(f"Step1X-3D {level}: {text}", flush=True)
             return
@@ -231,6 +287,11 @@ class Runtime:
         def work():
             try:
                 self.info_text, self.info_state = run_info(config), "ok"
+                self.weights_state = setup.weights_from_info(self.info_text)
+                if self.notice[0] in ("ERROR", "WARNING"):  # the problem it reported is gone
+                    self.notice = ("", "")
+                if self.session is not None and self.session.state in ("stopped", "crashed"):
+                    self.session.problem = ""
             except BackendError as err:
                 self.info_text = messages.explain(err.code, err.message, config.online)
                 self.info_state = "error"
@@ -262,6 +323,12 @@ class Runtime:
             for outcome in self.session.stop(grace=2.0):
                 self._cleanup(outcome.job.job_id)
             self.session = None
+        for task in (self.installer, self.download):
+            if task is not None:
+                task.cancel()  # the state file says "cancelled"; the next start offers to resume
+                deadline = time.monotonic() + 5.0
+                while task.snapshot().running and time.monotonic() < deadline:
+                    time.sleep(0.05)
         if self._previews is not None:
             bpy.utils.previews.remove(self._previews)
             self._previews = None

@@ -6,10 +6,12 @@ its `done` crosses the cancel on the wire: the scene is left as it was, as the a
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..shared import protocol
+from . import timing
 
 WAITING = "waiting"  # created while the backend starts; not yet sent
 SUBMITTED = "submitted"  # generate sent, not yet accepted
@@ -72,6 +74,8 @@ class Job:
     seconds: float = 0.0
     error_code: str = ""
     error_message: str = ""
+    clock: timing.StageClock = field(default_factory=timing.StageClock)
+    _shown: float = 0.0  # the bar never moves back
 
     @property
     def job_id(self) -> str:
@@ -85,6 +89,18 @@ class Job:
     def fraction(self) -> float:
         """Progress within the current stage, 0..1 (the panel's bar)."""
         return min(1.0, self.step / self.total) if self.total > 0 else 0.0
+
+    def overall(self, now: float | None = None) -> float:
+        """The whole job's progress by time spent (see timing.py), never decreasing."""
+        if self.state == DONE:
+            return 1.0
+        now = time.monotonic() if now is None else now
+        engine = self.engine or self.request.engine
+        self._shown = max(self._shown, timing.fraction(engine, self.clock, self.step, self.total, now))
+        return self._shown
+
+    def elapsed(self, now: float | None = None) -> float:
+        return self.clock.elapsed(time.monotonic() if now is None else now)
 
     def describe(self) -> str:
         """One line for the progress bar: the stage and step, or the state."""
@@ -109,6 +125,7 @@ class Job:
         """Back to waiting after the backend was restarted under a job that had not finished."""
         if self.active:
             self.state, self.stage, self.step, self.total, self.message = WAITING, "", 0, 0, ""
+            self.clock, self._shown = timing.StageClock(), 0.0
 
     def request_cancel(self) -> Outcome | None:
         """Mark a cancel; a job never sent ends at once (the caller need not tell the backend)."""
@@ -140,6 +157,7 @@ class Job:
         elif kind == "progress":
             self.stage, self.step, self.total = msg.get("stage"), msg.get("step"), msg.get("total")
             self.message = msg.get("message", "")
+            self.clock.observe(self.stage, time.monotonic(), self.step or 0)
             if self.state != CANCELLING:
                 self.state = RUNNING
         elif kind == "artifact":

@@ -26,6 +26,9 @@ ADVICE: dict[str, str] = {
     "cancelled": "The job was cancelled.",
     "backend_unavailable": "The backend is not running or stopped answering. Check the interpreter in the add-on "
                            "preferences, then press Start in the panel.",
+    "background_unclear": "The object could not be cut out of its background. Use a PNG with a transparent "
+                          "background or a plainer backdrop, or download the background model "
+                          "(`python -m backend download`).",
     "internal_error": "The backend hit an unexpected error. The backend log in the add-on preferences has details.",
 }
 

@@ -45,16 +45,28 @@ def prop_specs() -> list[PropSpec]:
     return [_spec(s) for s in schema.SETTINGS]
 
 
-def enabled(name: str, values: dict[str, Any]) -> bool:
+# What the CPU preview engine reads (backend/engines/preview/engine.py); it ignores the rest.
+PREVIEW_USES = frozenset({"seed", "remove_background", "face_count", "texture", "texture_resolution"})
+
+
+def enabled(name: str, values: dict[str, Any], engine: str = "step1x3d") -> bool:
     """Whether a setting matters with the others as they are (the panel greys it out if not)."""
-    if name in ("symmetry", "edge_type"):  # conditioning labels exist only in the label checkpoint
-        return values.get("model") == "label"
-    if name == "lora_scale":
-        return bool(values.get("lora")) and bool(values.get("texture"))
+    return not ignored_because(name, values, engine)
+
+
+def ignored_because(name: str, values: dict[str, Any], engine: str = "step1x3d") -> str:
+    """Why the engine ignores this setting as things are ("" when it is used): the tooltip of a
+    greyed-out setting."""
+    if engine == "preview" and name not in PREVIEW_USES:
+        return "The CPU preview plan ignores this setting: it only inflates the image's silhouette"
+    if name in ("symmetry", "edge_type") and values.get("model") != "label":
+        return "Only the label model takes this control; choose Model: Label"
     setting = schema.BY_NAME.get(name)
-    if setting is not None and setting.stage == "texture" and name != "texture":
-        return bool(values.get("texture"))
-    return True
+    if setting is not None and setting.stage == "texture" and name != "texture" and not values.get("texture"):
+        return "Texture is off: nothing is painted"
+    if name == "lora_scale" and not values.get("lora"):
+        return "No style LoRA is set"
+    return ""
 
 
 def collect(get: Callable[[str], Any]) -> dict[str, Any]:

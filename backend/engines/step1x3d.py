@@ -131,7 +131,8 @@ class Step1X3DEngine:
         cache = self._cache(plan, weights)
         ctx.step("preprocess", 0, 1, plan.describe())
         if spec.mesh is not None:
-            prepared = prepare_image(spec.image, s["remove_background"], s["foreground_ratio"])
+            prepared = prepare_image(spec.image, s["remove_background"], s["foreground_ratio"],
+                                     device=plan.geometry_device)
             return Shape(*load_mesh(spec.mesh), prepared, plan, {})
         with _on(plan.geometry_device):
             pipe = self._geometry(cache, s["model"])
@@ -164,8 +165,8 @@ class Step1X3DEngine:
         meta["texture_device"] = device
         with _on(device):
             stage = self._texture(self.cache, device)
-            rgb = np.asarray(shape.image.rgb.convert("RGB"))
-            alpha = np.asarray(shape.image.alpha, np.float32) / 255.0
+            cut = np.asarray(shape.image.rgba)  # straight colour: the stage composites on its own grey
+            rgb, alpha = np.ascontiguousarray(cut[..., :3]), cut[..., 3].astype(np.float32) / 255.0
             textured = stage.run(ctx, shape.vertices, shape.faces, rgb, alpha)  # emits the `views` artifact itself
         ctx.step("export", 0, 1, "writing the GLB")
         write_textured_glb(spec.output, textured, s, source_image=spec.image.name, name=spec.image.stem, ctx=ctx)

@@ -180,7 +180,7 @@ class ShapeLabels:
     """The Label model's controls. An empty string means "no label": a zero token, as in training."""
 
     pose: str = "unknown"
-    symmetry: str = "x"
+    symmetry: str = "asymmetry"  # an empty label set is the release's `{}`: no symmetry
     geometry_quality: str = "normal"  # the user-facing "edge type"
 
 

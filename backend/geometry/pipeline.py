@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from backend.background import Remover
 from backend.context import JobContext
 from backend.mesh.clean import clean
 from backend.mesh.decimate import decimate
@@ -27,7 +28,7 @@ from shared.errors import BackendError
 
 from .conditioners import DinoClipEncoder, DinoEncoder, LabelEncoder, ShapeLabels
 from .dit import GeometryDenoiser
-from .image_prep import PreparedImage, Remover, prepare_image
+from .image_prep import PreparedImage, prepare_image
 from .loading import read_model_index, resolve_folder
 from .marching import marching_cubes
 from .sampler import initial_noise, sample_latents
@@ -65,7 +66,7 @@ class GeometryOptions:
     bounds: float = 1.05
     mc_level: float = 0.0
     chunk_size: int = 131072  # field queries per decoder call
-    min_part_fraction: float = 0.001  # floaters: parts under 0.1 % of the surface, as the release
+    min_part_fraction: float = 0.001  # floaters: parts with < 0.1 % of the largest part's faces, as the release
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> "GeometryOptions":
@@ -256,7 +257,7 @@ class GeometryPipeline:
                 ctx.step("geometry", i, total, message)
 
         clock = _Clock(self.device)
-        prepared = prepare_image(image, o.remove_background, o.foreground_ratio, remover)
+        prepared = prepare_image(image, o.remove_background, o.foreground_ratio, remover, device=str(self.device))
         latents = self.sample(prepared, o, on_step=lambda i, n: report(i, "denoising"))
         clock.lap("conditioning_and_denoising")
         grid, stats = self.decode_field(latents, o, on_level=lambda i, n: report(o.steps + i, f"decoding level {i}/{n}"))

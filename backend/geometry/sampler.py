@@ -39,13 +39,15 @@ def sample_latents(
     `zero_first_step` reproduces the release (`use_zero_init`): the guided velocity of step 0 is
     multiplied by zero, so that step leaves the latents unchanged. It is skipped instead of
     computed and discarded, which is bitwise the same and saves one of the `steps` forwards.
+    Guidance applies only above 1, as in the release; any value up to 1 samples the conditional
+    branch alone.
     """
     if steps < 1:
         raise ValueError(f"need at least one step, got {steps}")
     scheduler.set_timesteps(steps, device=noise.device)
     first = 1 if zero_first_step else 0
     scheduler.set_begin_index(first)
-    guided = guidance_scale != 1.0
+    guided = guidance_scale > 1.0  # the release's condition: at or below 1 the conditional branch alone
     context = torch.cat([uncond, cond]) if guided else cond
     latents = noise.float()
     if on_step and first:

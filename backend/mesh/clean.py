@@ -96,18 +96,30 @@ def face_components(faces: ArrayLike, vertex_count: int) -> torch.Tensor:
     return components(torch.cat([f[:, 0], f[:, 1]]), torch.cat([f[:, 1], f[:, 2]]), vertex_count)[f[:, 0]]
 
 
-def large_parts(vertices: ArrayLike, faces: ArrayLike, min_fraction: float = 0.01,
-                areas: torch.Tensor | None = None) -> torch.Tensor:
-    """Indices of the faces in components holding at least `min_fraction` of the total area."""
+def edge_components(faces: ArrayLike, vertex_count: int) -> torch.Tensor:
+    """Label of the edge-connected component of each face (faces sharing an edge, as MeshLab's
+    connected components; parts touching at a single vertex stay apart): its smallest face id."""
+    f = torch.as_tensor(faces, dtype=torch.int64)
+    edges = torch.sort(torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), dim=1).values
+    owner = torch.arange(len(f), device=f.device).repeat(3)
+    key, order = torch.sort(edges[:, 0] * vertex_count + edges[:, 1])
+    owner = owner[order]
+    shared = key[1:] == key[:-1]  # consecutive faces around one edge join (chains non-manifold fans)
+    return components(owner[:-1][shared], owner[1:][shared], len(f))
+
+
+def large_parts(faces: ArrayLike, vertex_count: int, min_fraction: float = 0.001) -> torch.Tensor:
+    """Indices of the faces in parts with at least `min_fraction` times the face count of the
+    largest part: pymeshlab's small-component selection (`nbfaceratio`), which the release runs
+    with 0.001 on every generated mesh. Counting faces, not area, keeps small attached-looking
+    pieces (buttons, accessories) that an area share of the whole would drop."""
     f = torch.as_tensor(faces, dtype=torch.int64)
     if len(f) == 0:
         return torch.arange(0, device=f.device)
-    labels = face_components(f, len(vertices))
-    areas = face_areas(vertices, f) if areas is None else areas
-    part_area = torch.zeros(len(vertices), dtype=areas.dtype, device=f.device).index_add_(0, labels, areas)
-    keep = part_area >= min_fraction * part_area.sum()
-    keep[torch.argmax(part_area)] = True
-    return torch.nonzero(keep[labels]).squeeze(1)
+    labels = edge_components(f, vertex_count)
+    counts = torch.bincount(labels, minlength=len(f))
+    small = counts.double() < min_fraction * float(counts.max())
+    return torch.nonzero(~small[labels]).squeeze(1)
 
 
 def compact(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,13 +130,12 @@ def compact(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, 
 
 def clean(vertices: ArrayLike, faces: ArrayLike, min_part_fraction: float = 0.01,
           device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Weld, drop degenerate and duplicate faces, drop floaters, remove unused vertices; computed
+    """Weld, drop degenerate and duplicate faces, drop floaters (parts with fewer faces than
+    `min_part_fraction` of the largest part's; 0 keeps every part), remove unused vertices; computed
     on `device` (by default where the inputs are), returned as float32 / int64 numpy arrays."""
     v, f = weld(vertices, faces, device=device)
-    areas = face_areas(v, f)
-    kept = nondegenerate(v, f, areas=areas)
-    f, areas = f[kept], areas[kept]
+    f = f[nondegenerate(v, f)]
     if min_part_fraction > 0 and len(f):
-        f = f[large_parts(v, f, min_part_fraction, areas=areas)]
+        f = f[large_parts(f, len(v), min_part_fraction)]
     v, f = compact(v, f) if len(f) else (v[:0], f.reshape(0, 3))
     return v.cpu().numpy(), f.cpu().numpy()

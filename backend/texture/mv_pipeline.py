@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, T2IAdapter, UNet2DConditionModel
 from diffusers.loaders import StableDiffusionXLLoraLoaderMixin
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
@@ -121,7 +122,10 @@ class MultiViewPipeline(DiffusionPipeline, StableDiffusionXLLoraLoaderMixin):
         if height % 32 or width % 32:
             raise BackendError("invalid_setting", f"view resolution {height}x{width} is not a multiple of 32")
         device, dtype = self.unet.device, self.unet.dtype
-        generator = torch.Generator("cpu").manual_seed(int(seed))
+        # The release's random draws in its order, on its device and dtype: the initial noise, then
+        # the reference latent from the VAE posterior, then each DDPM step's noise (texture sync
+        # draws differently: README, "Where we differ from the release").
+        generator = torch.Generator(device).manual_seed(int(seed))
         cfg = guidance > 1.0
         vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         latent_size = (height // vae_factor, width // vae_factor)
@@ -135,13 +139,12 @@ class MultiViewPipeline(DiffusionPipeline, StableDiffusionXLLoraLoaderMixin):
         added = {"text_embeds": embeds.pooled.to(device, dtype).repeat_interleave(NUM_VIEWS, dim=0),
                  "time_ids": time_ids}
 
+        self.scheduler.set_timesteps(steps)
+        shape = (NUM_VIEWS, self.unet.config.in_channels, *latent_size)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype) * self.scheduler.init_noise_sigma
         cache = self._reference_cache(reference, latent_size, generator)
         features = [f.repeat(groups, 1, 1, 1) for f in self.t2i_adapter(control.to(device, dtype))]
         call = MVCall("generate", latent_size, cache, ref_groups=(False, True) if cfg else (True,))
-
-        self.scheduler.set_timesteps(steps)
-        shape = (NUM_VIEWS, self.unet.config.in_channels, *latent_size)
-        latents = torch.randn(shape, generator=generator).to(device, dtype) * self.scheduler.init_noise_sigma
         timesteps = [int(t) for t in self.scheduler.timesteps]
         if sync is not None:
             latents = sync.start(latents, len(timesteps), generator)

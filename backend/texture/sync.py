@@ -14,8 +14,9 @@ each of them the view's pixel nearest to it on the surface, which is what the ga
 so the same averaging happens without a texture, a UV atlas, a Voronoi fill or any per-step
 rasterisation. All rasterisation (the project's rasteriser) happens once, when the sync is set up.
 Differences to the release: the background colours are drawn from the job's seeded generator
-(the release does not seed them) and the initial background mixes with sqrt(alpha_bar) like every
-other noising (the release uses alpha_bar there, a negligible difference at t = 981).
+(the release does not seed them) and backgrounds are noised as sqrt(alpha_bar) * colour +
+sqrt(1 - alpha_bar) * noise like every other noising (the release mixes alpha_bar * colour +
+(1 - alpha_bar) * noise).
 """
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ class TextureSync:
             return None
         x0 = predict_x0(self.scheduler, latents.float(), eps.float(), t)
         post = posterior(self.scheduler, t)
-        noise = torch.randn(self.state.shape, generator=generator).to(self.state.device)
+        noise = torch.randn(self.state.shape, generator=generator, device=generator.device).to(self.state.device)
         self.state = post.x0_coeff * self.bake(x0, self.exponent(index)) + post.xt_coeff * self.state \
             + post.std * noise
         # pixels outside the sync (back-facing foreground) take the ordinary per-view step
@@ -179,10 +180,10 @@ class TextureSync:
         if progress >= self.options.black_white_until:
             return latents
         choices = len(self.colours) if progress < self.options.any_colour_until else BLACK_WHITE
-        pick = torch.randint(0, choices, (latents.shape[0],), generator=generator)
+        pick = torch.randint(0, choices, (latents.shape[0],), generator=generator, device=generator.device)
         colour = self.colours[pick].to(latents.device)[:, :, None, None].expand_as(latents)
         a = float(self.scheduler.alphas_cumprod[level]) if level >= 0 else 1.0
-        noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+        noise = torch.randn(latents.shape, generator=generator, device=generator.device).to(latents.device)
         noised = math.sqrt(a) * colour + math.sqrt(1.0 - a) * noise
         background = ~self.samples.foreground[:, None].to(latents.device)
         return torch.where(background, noised, latents)

@@ -53,3 +53,30 @@ def run_bpy(body: str, cwd: Path, *, enable: bool = True, env: dict[str, str] | 
         if line.startswith("RESULT "):
             values.update(json.loads(line[len("RESULT "):]))
     return values
+
+
+# Paste into a bpy script: records what a panel's draw() asks of its layout, without a UI.
+LAYOUT_RECORDER = """
+class Rec:
+    def __init__(self, log):
+        object.__setattr__(self, "log", log)
+    def __getattr__(self, name):
+        def call(*args, **kw):
+            self.log.append((name, args, kw))
+            return Rec(self.log)
+        return call
+    def __setattr__(self, name, value):
+        self.log.append(("set", name, value))
+
+class FakePanel:
+    def __init__(self):
+        self.layout = Rec([])
+
+def drawn(cls):
+    panel = FakePanel()
+    cls.draw(panel, bpy.context)
+    log = panel.layout.log
+    return dict(labels=[kw.get("text") for n, a, kw in log if n == "label"],
+                operators=[a[0] for n, a, kw in log if n == "operator"],
+                progress=[kw.get("text") for n, a, kw in log if n == "progress"])
+"""

@@ -4,7 +4,7 @@ It copies a given GLB instead of generating anything, so the add-on's process ha
 tested quickly and without the engines. What a job does is chosen by words in the image's file
 name: `crash` exits mid-job, `hang` stops answering entirely, `corrupt` fails with
 `input_unreadable`, `stubborn` ignores cancel, `slow` takes a few seconds. Run with the repository
-root on PYTHONPATH, or through `install_as_backend()` as `python -m backend serve|info`.
+root on PYTHONPATH, or through `install_as_backend()` as `python -m backend serve|info|download --json`.
 """
 from __future__ import annotations
 
@@ -142,6 +142,14 @@ def main() -> int:
     args, _ = parser.parse_known_args(sys.argv[1:] + os.environ.get("FAKE_BACKEND_ARGS", "").split())
     if sys.argv[1:2] == ["info"]:
         print("engines: fake\nGPUs: none (CPU only)\nweights: not needed")
+        return 0
+    if sys.argv[1:3] == ["download", "--json"]:  # the JSON-lines contract of `backend download --json`
+        done = 0
+        for name, size in (("geometry/model.safetensors", 300), ("texture/unet.safetensors", 500)):
+            done += size
+            print(json.dumps({"event": "progress", "file": name, "bytes": size, "total": size,
+                              "done_bytes": done, "total_bytes": 800}), flush=True)
+        print(json.dumps({"event": "done", "message": "all weights found"}), flush=True)
         return 0
     if args.args_file:
         Path(args.args_file).write_text(repr((sys.argv, {k: os.environ.get(k) for k in

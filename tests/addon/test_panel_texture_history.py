@@ -2,10 +2,10 @@
 fake backend)."""
 import pytest
 
-from .blender_run import run_bpy
+from .blender_run import LAYOUT_RECORDER, run_bpy
 from .fake_backend import install_as_backend
 
-SCRIPT = """
+SCRIPT = LAYOUT_RECORDER + """
 import math, time
 import numpy as np
 from addon.blender import panel
@@ -73,21 +73,6 @@ result(history=dict(count=len(records), labels=[r.label for r in records], seed=
                     centre=float((lo[0] + hi[0]) / 2), seed_prop=obj["step1x3d_seed"]))
 
 # --- panel drawing while a job runs (layout recorded, no UI needed) --------------------------
-class Rec:
-    def __init__(self, log):
-        object.__setattr__(self, "log", log)
-    def __getattr__(self, name):
-        def call(*args, **kw):
-            self.log.append((name, args, kw))
-            return Rec(self.log)
-        return call
-    def __setattr__(self, name, value):
-        self.log.append(("set", name, value))
-
-class FakePanel:
-    def __init__(self):
-        self.layout = Rec([])
-
 slow = props.image_path.replace("ref", "slow")
 import shutil; shutil.copyfile(props.image_path, slow)
 job = RUNTIME.submit(bpy.context, label="drawn", settings=schema.resolve({{}}), image=slow)

@@ -49,7 +49,8 @@ def test_empty_foreground_and_full_frame(tmp_path):
     assert _code(_save(tmp_path / "white.png", Image.new("RGB", (64, 64), "white"))) == "empty_foreground"
     assert _code(_save(tmp_path / "clear.png", Image.new("RGBA", (64, 64), (10, 20, 30, 0)))) == "empty_foreground"
     noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    assert _code(_save(tmp_path / "noise.png", Image.fromarray(noise))) == "foreground_fills_frame"
+    # noise has no backdrop: the fallback is not sure of anything, so it says so instead of "fills the frame"
+    assert _code(_save(tmp_path / "noise.png", Image.fromarray(noise))) == "background_unclear"
     opaque = np.zeros((64, 64, 4), np.uint8)
     opaque[..., 3] = 255
     opaque[0, 0, 3] = 0  # has an alpha channel with transparency, yet the object covers the frame

@@ -78,3 +78,74 @@ def test_bad_inputs_have_codes(tmp_path):
     with pytest.raises(BackendError) as err:
         prepare_image(rgba_with_rect(50, 50, (5, 5, 9, 9)), remove_background="sometimes")
     assert err.value.code == "invalid_setting"
+
+
+def official_recipe(rgba: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """step1x3d-reference.md §2.2 step 3 in float64: white composite, crop to the alpha box, scale to
+    `ratio` of the frame, paste centred on a white frame of the original size, pad to a square.
+    Returns the composite, the alpha, the straight colour and the pasted box (x, y, w, h)."""
+    import cv2
+
+    h, w = rgba.shape[:2]
+    img = rgba.astype(np.float64) / 255.0
+    a = img[..., 3]
+    rows, cols = np.nonzero(a > 0)
+    y1, y2, x1, x2 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    dx, dy = x2 - x1, y2 - y1
+    s = min(h * ratio / dy, w * ratio / dx)
+    size = (int(dx * s), int(dy * s))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+    comp = img[..., :3] * a[..., None] + (1.0 - a[..., None])
+    crop = lambda x: np.ascontiguousarray(x[y1:y2, x1:x2])
+    comp_s = cv2.resize(crop(comp), size, interpolation=interp)
+    a_s = np.clip(cv2.resize(crop(a), size, interpolation=interp), 0, 1)
+    premul = cv2.resize(crop(img[..., :3] * a[..., None]), size, interpolation=interp)
+    straight = premul / np.maximum(a_s[..., None], 1e-6)
+    side = max(w, h)
+    x0, y0 = (w - size[0]) // 2 + (side - w) // 2, (h - size[1]) // 2 + (side - h) // 2
+    out_rgb, out_a, out_straight = np.ones((side, side, 3)), np.zeros((side, side)), np.zeros((side, side, 3))
+    out_rgb[y0:y0 + size[1], x0:x0 + size[0]] = comp_s
+    out_a[y0:y0 + size[1], x0:x0 + size[0]] = a_s
+    out_straight[y0:y0 + size[1], x0:x0 + size[0]] = straight
+    return out_rgb, out_a, out_straight, (x0, y0, *size)
+
+
+@pytest.mark.parametrize("shape,ratio,seed", [((240, 320), 0.95, 0), ((300, 180), 0.8, 1), ((256, 256), 0.9, 2),
+                                              ((90, 140), 0.95, 3)])
+def test_framing_matches_a_float_reference_of_the_release(shape, ratio, seed):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    rows, cols = np.mgrid[0:h, 0:w] / max(h, w)
+    cy, cx = rng.uniform(0.3, 0.6) * h / max(h, w), rng.uniform(0.3, 0.6) * w / max(h, w)
+    ry, rx = rng.uniform(0.1, 0.25), rng.uniform(0.1, 0.25)
+    hard = (((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1).astype(np.float64)
+    soft = ndimage.gaussian_filter(hard, 1.0) if seed % 2 else hard  # soft and hard edges
+    alpha = np.clip(soft * 255 + 0.5, 0, 255).astype(np.uint8)
+    colour = np.stack([200 * rows + 40, 180 * cols + 50, 120 + 60 * np.sin(rows * 9)], -1)
+    rgba = np.dstack([np.clip(colour, 0, 255).astype(np.uint8), alpha])
+    rgba[alpha == 0, :3] = (0, 255, 0)  # garbage under transparency must not show anywhere
+
+    prep = prepare_image(rgba, foreground_ratio=ratio)
+    ref_rgb, ref_a, ref_straight, (x0, y0, sw, sh) = official_recipe(rgba, ratio)
+    side = max(h, w)
+    assert prep.rgb.size == prep.alpha.size == prep.rgba.size == (side, side)
+    rows, cols = np.nonzero(ref_a >= 0.5 / 255)  # what survives 8-bit rounding
+    want = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    assert x0 <= want[0] and want[2] <= x0 + sw and y0 <= want[1] and want[3] <= y0 + sh
+    assert np.abs(np.subtract(prep.alpha.getbbox(), want)).max() <= 1, "same scale, same place as the release"
+    got_rgb = np.asarray(prep.rgb, np.float64) / 255.0
+    got_a = np.asarray(prep.alpha, np.float64) / 255.0
+    assert np.abs(got_rgb - ref_rgb).mean() < 0.01 and np.abs(got_a - ref_a).mean() < 0.01
+    inside = ndimage.binary_erosion(ref_a > 0.02, iterations=3)
+    assert np.abs(got_rgb - ref_rgb)[inside].max() < 0.1  # only resampling differences at most
+    outside = np.ones(ref_a.shape, bool)
+    outside[y0:y0 + sh, x0:x0 + sw] = False
+    assert (np.asarray(prep.rgb)[outside] == 255).all(), "white wherever the release pasted nothing"
+    assert (np.asarray(prep.alpha)[outside] == 0).all()
+    cut = np.asarray(prep.rgba, np.float64) / 255.0
+    assert np.array_equal(cut[..., 3], got_a)
+    edge = (ref_a > 0.3) & (ref_a < 0.98)  # where a fringe would show
+    err = np.abs(cut[..., :3] - ref_straight)[edge].mean()
+    assert err < 0.03, f"straight colour, no white or garbage fringe at the edge ({err:.3f})"

@@ -111,3 +111,23 @@ def test_unknown_variant(weights):
     with pytest.raises(BackendError) as err:
         GeometryPipeline.from_pretrained(weights, variant="huge")
     assert err.value.code == "invalid_setting"
+
+
+def test_seed_gives_the_release_initial_latents(weights, monkeypatch):
+    """The geometry stage's one random draw is the release's `prepare_latents`: randn_tensor of
+    [1, num_latents, channels] from a generator on the pipeline's device seeded with the seed,
+    in float32 (the release's pipelines run in float32)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    import backend.geometry.pipeline as module
+
+    pipe = GeometryPipeline.from_pretrained(weights, variant="base")
+    consumed = []
+    real = module.sample_latents
+    monkeypatch.setattr(module, "sample_latents", lambda *a, **k: consumed.append(a[4].clone()) or real(*a, **k))
+    pipe.sample(prepare_image(image()), GeometryOptions(**OPTIONS, seed=2025))
+    device = pipe.device
+    release = randn_tensor((1, pipe.vae.config.num_latents, pipe.denoiser.config.input_channels),
+                           generator=torch.Generator(device).manual_seed(2025), device=device, dtype=torch.float32)
+    (noise,) = consumed
+    assert noise.dtype == torch.float32 and torch.equal(noise, release)

@@ -97,3 +97,13 @@ def test_guidance_one_runs_conditional_only(model, scheduler, conds):
     finally:
         hook.remove()
     assert seen == [1, 1, 1, 2, 2]  # one batched CFG forward per step; the idle first step is skipped
+
+
+@pytest.mark.parametrize("guidance", [0.0, 0.5])
+def test_guidance_at_or_below_one_is_the_conditional_branch_as_in_the_release(model, scheduler, conds, guidance):
+    """The release guides only when guidance > 1; 0 would otherwise sample the unconditional branch."""
+    cond, uncond = conds
+    with torch.no_grad():
+        low = sample_latents(model, scheduler, cond, uncond, noise(1), 3, guidance, zero_first_step=False)
+        one = sample_latents(model, scheduler, cond, uncond, noise(1), 3, 1.0, zero_first_step=False)
+    assert torch.equal(low, one)

@@ -7,7 +7,7 @@ import trimesh
 from scipy import sparse
 from scipy.sparse import csgraph
 
-from backend.mesh.clean import clean, face_components, weld
+from backend.mesh.clean import clean, face_components, large_parts, weld
 
 
 def _scipy_face_labels(faces: np.ndarray, vertex_count: int) -> np.ndarray:
@@ -58,3 +58,67 @@ def test_clean_on_the_gpu_equals_the_cpu():
     np.testing.assert_array_equal(cpu[1], gpu[1])
     np.testing.assert_allclose(cpu[0], gpu[0], atol=1e-7)
     assert len(cpu[1]) == len(s.faces)
+
+
+def _parts(rng: np.random.Generator):
+    """A multi-part mesh with its vertices shared, as after welding: a large open sheet, closed
+    spheres of several sizes, big flat parts with few faces, and small parts that touch another
+    part at a single vertex only (separate parts for MeshLab, which connects faces by edges)."""
+    def sheet(n, scale, offset):
+        xs = np.linspace(0, 1, n + 1)
+        gx, gy = np.meshgrid(xs, xs)
+        v = np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1) * scale + offset
+        i = np.arange((n + 1) ** 2).reshape(n + 1, n + 1)
+        a, b, c, d = i[:-1, :-1].ravel(), i[:-1, 1:].ravel(), i[1:, 1:].ravel(), i[1:, :-1].ravel()
+        return v, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)])
+
+    def fan(k, centre, tip):
+        """k triangles around `tip` (its vertex 0), raised out of the sheet's plane."""
+        ang = np.linspace(0, np.pi, k + 1)
+        rim = np.stack([np.cos(ang), np.sin(ang), np.ones_like(ang)], 1) * 0.01 + centre
+        return np.concatenate([[tip], rim]), np.stack([np.zeros(k, int), np.arange(1, k + 1), np.arange(2, k + 2)], 1)
+
+    pieces = [sheet(int(rng.integers(60, 90)), 1.0, 0.0)]
+    for _ in range(int(rng.integers(3, 8))):
+        s = trimesh.creation.icosphere(int(rng.integers(0, 3)), radius=float(rng.uniform(0.001, 0.05)))
+        pieces.append((s.vertices + rng.uniform(2, 5, 3), s.faces))
+    pieces.append(sheet(2, 100.0, 10.0))  # 8 faces of huge area
+    v, f = np.concatenate([p[0] for p in pieces]), np.concatenate(
+        [p[1] + n for p, n in zip(pieces, np.cumsum([0] + [len(p[0]) for p in pieces[:-1]]))])
+    for k in (int(rng.integers(1, 30)), int(rng.integers(1, 30))):  # fans sharing one sheet vertex
+        tip = int(rng.integers(0, len(pieces[0][0])))
+        fv, ff = fan(k, v[tip] + [0, 0, 0.02], v[tip])
+        ff = np.where(ff == 0, tip, ff - 1 + len(v))
+        v, f = np.concatenate([v, fv[1:]]), np.concatenate([f, ff])
+    return v, f
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ratio", [0.001, 0.002, 0.01])
+def test_floater_rule_is_pymeshlabs_small_component_selection(seed, ratio):
+    """The release's remove_floater: pymeshlab selects the parts with fewer faces than `ratio`
+    times the largest part's (nbfaceratio) and removes them; area plays no part."""
+    import pymeshlab
+
+    v, f = _parts(np.random.default_rng(seed))
+    ms = pymeshlab.MeshSet()
+    ms.add_mesh(pymeshlab.Mesh(v, f))
+    ms.apply_filter("compute_selection_by_small_disconnected_components_per_face", nbfaceratio=ratio)
+    dropped = ms.current_mesh().face_selection_array()
+    kept = np.zeros(len(f), bool)
+    kept[large_parts(f, len(v), ratio).numpy()] = True
+    assert dropped.any() and not dropped.all()
+    np.testing.assert_array_equal(kept, ~dropped)
+
+
+def test_small_parts_by_face_count_not_by_area():
+    """A 5120-face body with a 20-face button (tiny area) and a 4-face panel (large area): at the
+    release's 0.1 % the button stays and the panel goes."""
+    body = trimesh.creation.icosphere(4)  # 5120 faces
+    button = trimesh.creation.icosphere(0, radius=0.002)  # 20 faces, 1e-6 of the body's area
+    panel = trimesh.Trimesh([[0, 0, 0], [9, 0, 0], [9, 9, 0], [0, 9, 0], [4, 4, 0]],
+                            [[0, 1, 4], [1, 2, 4], [2, 3, 4], [3, 0, 4]])  # 4 faces, 25x the body's area
+    parts = [body, button.apply_translation([0, 0, 1.01]), panel.apply_translation([3, 0, 0])]
+    mesh = trimesh.util.concatenate(parts)
+    v, f = clean(mesh.vertices, mesh.faces, min_part_fraction=0.001)
+    assert len(f) == len(body.faces) + len(button.faces)

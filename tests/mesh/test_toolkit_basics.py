@@ -33,7 +33,7 @@ def test_clean_drops_degenerate_duplicate_and_floating_faces():
     v2 = np.concatenate([v, speck.vertices + 3.0, [[0, 0, 0], [1, 0, 0], [2, 0, 0]]])
     f2 = np.concatenate([f, speck.faces + len(v), [[len(v2) - 3, len(v2) - 2, len(v2) - 1]],  # collinear
                          f[:5], [[0, 0, 1]]])  # duplicates and a repeated index
-    cv, cf = clean(v2, f2)
+    cv, cf = clean(v2, f2, min_part_fraction=0.1)  # the speck has 80 faces, 6 % of the sphere's
     assert len(cf) == len(sphere.faces) and len(cv) == len(sphere.vertices)
     assert trimesh.Trimesh(cv, cf, process=False).is_watertight
     assert len(nondegenerate(v2.astype(np.float32), f2)) == len(f) + len(speck.faces)

@@ -150,3 +150,36 @@ def test_bad_shapes_are_rejected(pipe):
     with pytest.raises(BackendError) as err:
         pipe(torch.rand(3, 48, 48), torch.rand(6, 6, 48, 48), seed=0, steps=1)
     assert err.value.code == "invalid_setting"
+
+
+def test_seed_gives_the_release_draws_in_the_release_order(pipe):
+    """The release's order (IG2MVSDXLPipeline.__call__): a generator on the pipeline's device
+    seeded with the seed draws the initial noise first (randn_tensor in the UNet's dtype), then
+    the reference latent from the VAE posterior, then each DDPM step's noise. Replayed here from
+    the seed and compared with what the UNet was given."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    ref, ctl = _inputs()
+    seed, guidance = 11, 3.0
+    inputs, outputs = [], []
+    pre = pipe.unet.register_forward_pre_hook(lambda m, args: inputs.append(args[0].clone()))
+    post = pipe.unet.register_forward_hook(lambda m, args, out: outputs.append(out[0].clone()))
+    try:
+        pipe(ref, ctl, seed=seed, steps=STEPS, guidance=guidance)
+    finally:
+        pre.remove()
+        post.remove()
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    generator = torch.Generator(device).manual_seed(seed)
+    latent = SIZE // 8
+    with torch.no_grad():
+        noise = randn_tensor((6, 4, latent, latent), generator=generator, device=device, dtype=dtype)
+        reference = pipe.vae.encode(ref[None].to(device, pipe.vae.dtype) * 2 - 1).latent_dist.sample(generator)
+    assert len(inputs) == 1 + STEPS
+    torch.testing.assert_close(inputs[0], reference * pipe.vae.config.scaling_factor, rtol=0, atol=0)
+    latents = noise * pipe.scheduler.init_noise_sigma
+    pipe.scheduler.set_timesteps(STEPS)
+    for i, t in enumerate(pipe.scheduler.timesteps):
+        torch.testing.assert_close(inputs[1 + i], latents.repeat(2, 1, 1, 1), rtol=0, atol=0)
+        uncond, cond = outputs[1 + i].chunk(2)
+        latents = pipe.scheduler.step(uncond + guidance * (cond - uncond), t, latents, generator=generator).prev_sample

@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from backend.context import JobContext, JobResult
-from backend.imaging import foreground_alpha, load_image
+from backend.imaging import foreground, load_image
 from backend.mesh.bake import bake
 from backend.mesh.clean import clean
 from backend.mesh.decimate import decimate
@@ -61,7 +61,8 @@ class PreviewEngine:
                                "the preview engine needs an image; texturing a given mesh needs the step1x3d engine")
         ctx.step("preprocess", 0, STEPS, "reading the image")
         image = load_image(spec.image)
-        alpha = foreground_alpha(image, s["remove_background"])
+        cut = foreground(image, s["remove_background"])
+        alpha = cut.alpha
 
         ctx.step("geometry", 1, STEPS, "inflating the silhouette")
         shape = inflate(alpha)
@@ -93,4 +94,5 @@ class PreviewEngine:
         ctx.step("export", STEPS, STEPS, "done")
         return JobResult(spec.output, {"engine": self.name, "faces": int(len(mesh.faces)),
                                        "vertices": int(len(mesh.vertices)), "textured": texture is not None,
-                                       "texture_resolution": tex_size if texture is not None else 0})
+                                       "texture_resolution": tex_size if texture is not None else 0,
+                                       "background": {"method": cut.method, "confidence": cut.confidence}})
