@@ -1,6 +1,7 @@
 """Render a folder or list of assets with persistent workers; resumable, nothing silently lost.
 
     python -m blender_render.batch LIST_OR_FOLDER OUTDIR --workers N [--gpus 0,1] [render options]
+    ... --cluster ray[:ADDRESS]   (the same workers inside Ray actors: blender_render/cluster.py)
 
 Each worker is a long-lived bpy process (blender_render.worker) that renders object after object,
 restarted after a crash, a timeout or `--max-tasks-per-worker` objects. Objects land in
@@ -336,16 +337,10 @@ def run_batch(source: Path | str, out_root: Path | str, options: RenderOptions, 
         else:
             pool = LocalSlots(local_root, options, config, log)
 
-        def record(event: str, **fields) -> None:
-            if event == "skipped":
-                progress.total -= 1
-            log.write(event, **fields)
-
         try:
-            summary = drive(jobs.iter_tasks(str(source)), pool, record=record, retries=config.retries,
+            summary = drive(jobs.iter_tasks(str(source)), pool, record=log.write, retries=config.retries,
                             is_done=lambda t: storage.exists(storage.join(str(out_root), t.id, outputs.META_NAME)),
-                            skip=lambda t: t.id in skip_ids,
-                            on_final=lambda t, outcome: progress.update(outcome["status"] == "ok"))
+                            skip=lambda t: t.id in skip_ids, progress=progress)
         except BaseException:
             log.write("batch_end", status="interrupted")
             raise

@@ -55,12 +55,14 @@ def failure(code: str, message: str, **extra) -> dict:
 
 def drive(stream: Iterable[Task], pool: Pool, *, record: Callable[..., object], retries: int = 1,
           is_done: Callable[[Task], bool] | None = None, skip: Callable[[Task], bool] | None = None,
-          on_final: Callable[[Task, dict], None] | None = None) -> Summary:
+          on_final: Callable[[Task, dict], None] | None = None, progress=None) -> Summary:
     """Run every item of `stream` not yet done through `pool`; returns the counts.
 
     `record(event, **fields)` receives one 'object' record per attempt (with `final` False when a
     retry follows) and one 'skipped' record per item already done (`is_done`), told to be skipped
-    (`skip`), or repeated while its first copy is still in flight."""
+    (`skip`), or repeated while its first copy is still in flight. A `progress` line
+    (shared/progress.py), counting every item of the stream, is told each final outcome; skipped
+    items leave its total."""
     summary = Summary()
     source = iter(stream)
     retry: list[Task] = []
@@ -81,6 +83,8 @@ def drive(stream: Iterable[Task], pool: Pool, *, record: Callable[..., object], 
                               else "skipped" if skip and skip(item) else None)
                     if reason:
                         summary.skipped += 1
+                        if progress:
+                            progress.total -= 1
                         record("skipped", id=item.id, input=item.input, reason=reason)
                         continue
                 in_flight[pool.submit(item)] = item
@@ -101,7 +105,11 @@ def drive(stream: Iterable[Task], pool: Pool, *, record: Callable[..., object], 
                 busy.discard(item.id)
                 if status == "skipped":  # a worker found it committed by someone else meanwhile
                     summary.skipped += 1
+                    if progress:
+                        progress.total -= 1
                 else:
+                    if progress:
+                        progress.update(status == "ok")
                     setattr(summary, "ok" if status == "ok" else "failed",
                             getattr(summary, "ok" if status == "ok" else "failed") + 1)
                 if on_final:

@@ -10,6 +10,8 @@ Each .npz holds the reference's keys (step1x3d-reference.md §5.2): `surface [N,
 positive inside) and `bounds [-1.05, 1.05]`. An .npz is written under a temporary name and
 renamed, so a killed run resumes where it stopped (complete files are skipped); every outcome
 goes to OUTDIR/prepare_log.jsonl. Exit status 0 when every object is done, 1 when some failed.
+`--cluster ray[:ADDRESS]` runs the objects in Ray actors (numba stays compiled between objects);
+MESH_OR_LIST and OUTDIR may then be fsspec URLs (s3://...).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from shared import storage
 from shared.batchrun import ProcessPool, SerialPool, drive, failure
 from shared.errors import BackendError
 from shared.jobs import Log, Task, iter_tasks
+from shared.progress import Progress
 from shared.raypool import Cluster, RayPool, add_cluster_argument
 
 from .bvh import TriangleBVH
@@ -204,11 +207,11 @@ def run_batch(source: Path | str, out_dir: Path | str, options: PrepareOptions, 
         pool = ProcessPool(run, workers) if workers > 1 else SerialPool(run)
     done = None if overwrite else (lambda item: storage.exists(storage.join(out_dir, f"{item.id}.npz")))
     summary = None
+    progress = Progress(sum(1 for _ in iter_tasks(str(source))))  # a streamed count, not a list
     try:
-        summary = drive(stream, pool, record=log.write, retries=1, is_done=done,
-                        on_final=lambda item, outcome: print(
-                            f"{outcome['status']:6} {item.id}", file=sys.stderr, flush=True))
+        summary = drive(stream, pool, record=log.write, retries=1, is_done=done, progress=progress)
     finally:
+        progress.finish()
         log.write("done", **(summary.as_dict() if summary else {"status": "interrupted"}))
         log.close()
     return summary.ok, summary.failed

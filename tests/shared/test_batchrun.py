@@ -3,6 +3,7 @@ skips, retries of retriable failures only, one final record per object, the proc
 crash handling, and inputs streamed from folders and lists."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 
@@ -11,6 +12,7 @@ import pytest
 from shared import storage
 from shared.batchrun import ProcessPool, Summary, drive, failure
 from shared.jobs import Task
+from shared.progress import Progress
 
 
 class FakePool:
@@ -82,8 +84,11 @@ def test_retries_retriable_failures_once_then_final_and_never_retries_bad_input(
 
 def test_done_told_to_skip_and_repeats_in_flight_are_skipped():
     tasks = [Task("a", "x"), Task("b", "y"), Task("a", "x"), Task("c", "z")]
-    summary, records = _run(iter(tasks), FakePool(4), is_done=lambda t: t.id == "b", skip=lambda t: t.id == "c")
+    progress = Progress(len(tasks), io.StringIO())
+    summary, records = _run(iter(tasks), FakePool(4), is_done=lambda t: t.id == "b", skip=lambda t: t.id == "c",
+                            progress=progress)
     assert (summary.ok, summary.skipped) == (1, 3)
+    assert (progress.total, progress.ok, progress.failed) == (1, 1, 0)  # skipped items leave the total
     assert [(r["id"], r["reason"]) for r in records if r["event"] == "skipped"] == [
         ("b", "done"), ("a", "running"), ("c", "skipped")]
     assert Summary(ok=3, failed=1, skipped=2, seconds=2.0).as_dict()["objects_per_min"] == 120.0
