@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from shared.errors import BackendError
 from shared.storage import is_url, iter_source
 
 # Mesh and scene files a batch lists from a folder (what Blender's importers read).

@@ -3,7 +3,6 @@ DDP group on the CPU (gloo) gives the same gradients, on every rank, as one proc
 the two samples' gradients."""
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
