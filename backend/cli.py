@@ -44,9 +44,12 @@ def _add_plan_flags(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("device plan (step1x3d engine)")
     group.add_argument("--plan", choices=PLANS, default="auto",
-                       help="single GPU, geometry and texture on two GPUs (multi), or cpu; auto picks by GPU count")
+                       help="single GPU; two GPUs: multi (geometry and texture apart, jobs pipelined: throughput of "
+                            "many jobs) or split (each guided step halved across them: latency of one job); cpu; "
+                            "auto picks by GPU count")
     group.add_argument("--geometry-gpu", type=int, help="CUDA index for the geometry stage")
-    group.add_argument("--texture-gpu", type=int, help="CUDA index for the texture stage (multi)")
+    group.add_argument("--texture-gpu", type=int, help="CUDA index for the texture stage (multi) or the second "
+                                                       "half of each guided step (split)")
     group.add_argument("--offload", choices=OFFLOAD, default="auto",
                        help="single plan: keep both stages resident when they fit (auto), else move idle models "
                             "to host memory (cpu) or free them (release); none never offloads")
@@ -57,6 +60,36 @@ def _runner(args: argparse.Namespace):
 
     return JobRunner(weights=args.weights, plan=args.plan, geometry_gpu=args.geometry_gpu,
                      texture_gpu=args.texture_gpu, offload=args.offload)
+
+
+def _add_http_flags(parser: argparse.ArgumentParser, with_address: bool) -> None:
+    group = parser.add_argument_group("HTTP API and web page (backend/http)")
+    if with_address:
+        group.add_argument("--http", metavar="HOST:PORT",
+                           help="serve the HTTP API and web page instead of JSON lines on stdin/stdout; "
+                                "any address but loopback needs --token-file or STEP1X3D_TOKENS")
+    group.add_argument("--token-file", help="file of access tokens, one a line (also: STEP1X3D_TOKENS)")
+    group.add_argument("--data-dir", help="where uploads and results are kept (default ~/.cache/step1x3d/server)")
+    group.add_argument("--max-jobs", type=int, default=16, help="queued plus running jobs; more get 429")
+    group.add_argument("--max-image-mb", type=float, default=32, help="largest image upload")
+    group.add_argument("--max-mesh-mb", type=float, default=128, help="largest mesh upload")
+    group.add_argument("--keep-hours", type=float, default=24, help="how long finished results are kept")
+    group.add_argument("--keep-gb", type=float, default=5, help="disk budget of kept results (oldest go first)")
+    group.add_argument("--sweep-seconds", type=float, default=60, help="how often expired results are removed")
+    group.add_argument("--no-web", action="store_true", help="the API only, no web page at /")
+
+
+def cmd_http(args: argparse.Namespace, host: str, port: int) -> int:
+    from .http.app import Limits
+    from .http.server import DEFAULT_DATA, HttpOptions, serve_http
+
+    options = HttpOptions(
+        host=host, port=port, data_dir=Path(args.data_dir).expanduser() if args.data_dir else DEFAULT_DATA,
+        token_file=args.token_file, keep_hours=args.keep_hours, keep_gb=args.keep_gb,
+        sweep_seconds=args.sweep_seconds, web=not args.no_web, default_engine=args.engine,
+        limits=Limits(image_bytes=int(args.max_image_mb * (1 << 20)), mesh_bytes=int(args.max_mesh_mb * (1 << 20)),
+                      max_jobs=args.max_jobs))
+    return serve_http(options, _runner(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--engine", choices=ENGINES, default="auto", help="default engine for requests that name none")
     srv.add_argument("--weights", help="folder or hub id of the Step1X-3D weights")
     _add_plan_flags(srv)
+
+    _add_http_flags(srv, with_address=True)
+    web = sub.add_parser("web", help="the web page and HTTP API on this computer (loopback only)")
+    web.add_argument("--port", type=int, default=8188, help="port on 127.0.0.1 (default 8188)")
+    web.add_argument("--engine", choices=ENGINES, default="auto", help="default engine of the page's jobs")
+    web.add_argument("--weights", help="folder or hub id of the Step1X-3D weights")
+    _add_plan_flags(web)
+    _add_http_flags(web, with_address=False)
 
     info = sub.add_parser("info", help="engines, GPUs and where weights were found")
     info.add_argument("--weights", help="folder or hub id to look in")
@@ -194,7 +235,9 @@ def _generate_on_cluster(args: argparse.Namespace, images: list[Path], overrides
     return 1 if counts["failed"] else 0
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def info_data(weights: str | None, plan: str = "auto", geometry_gpu: int | None = None,
+              texture_gpu: int | None = None, offload: str = "auto") -> dict:
+    """What `info --json` prints (the HTTP API's /v1/info answers the same)."""
     from .runtime.devices import cuda_devices
     from .runtime.weights import find_weights
 
@@ -202,26 +245,33 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .runtime.plan import make_plan
 
     gpus = cuda_devices()
-    weights = find_weights(args.weights)
     try:
-        auto = engines.choose("auto", args.weights, plan=args.plan)
+        auto = engines.choose("auto", weights, plan=plan)
         auto_text = f"{auto.name} ({auto.reason})"
     except BackendError as err:
         auto_text = f"unavailable: {err.message}"
     try:
-        plan_text = make_plan(args.plan, gpus, settings_schema.defaults(), geometry_gpu=args.geometry_gpu,
-                              texture_gpu=args.texture_gpu, offload=args.offload).describe()
+        plan_text = make_plan(plan, gpus, settings_schema.defaults(), geometry_gpu=geometry_gpu,
+                              texture_gpu=texture_gpu, offload=offload).describe()
     except BackendError as err:
         plan_text = f"refused: {err.message}"
-    data = {
+    return {
         "engines": list(ENGINES[1:]),
         "auto": auto_text,
         "plan": plan_text,
         "gpus": [vars(g) for g in gpus],
-        "weights": weights.as_dict(),
+        "weights": find_weights(weights).as_dict(),
         "background_remover": _remover_info(),
         "python": sys.version.split()[0],
     }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .runtime.devices import cuda_devices
+    from .runtime.weights import find_weights
+
+    data = info_data(args.weights, args.plan, args.geometry_gpu, args.texture_gpu, args.offload)
+    gpus, weights, auto_text, plan_text = cuda_devices(), find_weights(args.weights), data["auto"], data["plan"]
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -294,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return cmd_generate(args)
+        if args.command == "serve" and args.http:
+            from .http.server import parse_address
+
+            return cmd_http(args, *parse_address(args.http))
+        if args.command == "web":
+            return cmd_http(args, "127.0.0.1", args.port)
         if args.command == "serve":
             from .server import serve
 

@@ -19,7 +19,7 @@ from backend.background import grabcut_cutout
 from backend.background import model as remover_model
 from tests.backend.synth import PHOTO_SCENES, photo_scene, write_tiny_birefnet
 
-from .common import median_seconds, print_table
+from .common import print_table, time_calls
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,7 +35,7 @@ def main() -> None:
 
     devices = ["cpu"] + (["cuda:0"] if "CUDAExecutionProvider" in ort.get_available_providers() else [])
     image, _ = photo_scene("wall_floor", args.size)
-    rows = [("grabcut fallback", "cpu", f"{median_seconds(lambda: grabcut_cutout(image), args.repeats):.3f}")]
+    rows = [("grabcut fallback", "cpu", time_calls(lambda: grabcut_cutout(image), args.repeats).s())]
     with tempfile.TemporaryDirectory() as tmp:
         tiny = write_tiny_birefnet(Path(tmp))
         models = [("tiny BiRefNet-signature ONNX", tiny)]
@@ -45,11 +45,11 @@ def main() -> None:
         for label, path in models:
             for device in devices:
                 remover = remover_model.ModelRemover(path, device)
-                seconds = median_seconds(lambda: remover(image), args.repeats)
+                seconds = time_calls(lambda: remover(image), args.repeats)  # ONNX Runtime returns host arrays
                 rows.append((label, "+".join(p if isinstance(p, str) else p[0] for p in remover.providers),
-                             f"{seconds:.3f}"))
-    print_table(f"background remover, seconds per {args.size}x{args.size} image (median of {args.repeats})", rows,
-                ("remover", "providers", "seconds"))
+                             seconds.s()))
+    print_table(f"background remover, seconds per {args.size}x{args.size} image ({args.repeats} timed after 1 warm-up)",
+                rows, ("remover", "providers", "seconds min / median / max"))
 
     table = []
     for name in PHOTO_SCENES:

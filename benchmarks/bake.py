@@ -19,7 +19,7 @@ from backend.mesh.inpaint import inpaint
 from backend.mesh.uv import unwrap
 from shared.views import CANONICAL_VIEWS
 
-from .common import median_seconds, print_table
+from .common import print_table, time_calls
 from .raster import unit_mesh
 
 
@@ -44,13 +44,12 @@ def main() -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     for device in devices:
-        sync = torch.cuda.synchronize if device == "cuda" else None
         imgs = images.to(device)
         surface = texel_surface(mesh, args.texture, device)
         baked = bake(mesh, imgs, CANONICAL_VIEWS, args.texture, device=device, surface=surface)
 
         def timed(fn):
-            wall = median_seconds(fn, repeats=args.repeats, sync=sync)
+            wall = time_calls(fn, repeats=args.repeats, device=torch.device(device))
             cpu0 = time.process_time()
             fn()
             return wall, time.process_time() - cpu0
@@ -65,10 +64,10 @@ def main() -> None:
         ]
         covered = (baked.covered.sum() / baked.surface.chart_mask.sum()).item()
         for name, (wall, cpu) in stages:
-            rows.append((device, name, f"{wall:.3f}", f"{cpu:.3f}", f"{covered:.4f}"))
+            rows.append((device, name, wall.s(), f"{cpu:.3f}", f"{covered:.4f}"))
     print(f"mesh: {len(f)} faces, {len(mesh.vertices)} split vertices; unwrap {unwrap_s:.1f} s (not in the table)")
     print_table(f"Bake {len(CANONICAL_VIEWS)} views of {args.size}^2 into {args.texture}^2", rows,
-                ("device", "stage", "seconds", "CPU seconds (all threads)", "chart texels painted"))
+                ("device", "stage", "seconds min / median / max", "CPU seconds (all threads)", "chart texels painted"))
 
 
 if __name__ == "__main__":

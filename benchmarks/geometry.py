@@ -9,14 +9,16 @@ surface-dependent stages (fine-level decoding, marching cubes, clean-up and deci
 on a realistic shape: an asset mesh is voxelised on the (R+1)^3 lattice and smoothed into a field;
 the decoder runs on exactly the points the coarse-to-fine pass asks for (full cost), but the values
 it returns for the masks come from the asset. The random-weight field is timed too, as the worst case.
-fp32 means TF32 off (how the release runs). Peak = torch.cuda.max_memory_allocated per stage,
-weights included.
+fp32 means TF32 off (how the release runs). Peaks per stage: torch's allocated and reserved memory
+and the device's used memory (benchmarks/common.py says which is which), weights included.
+
+The whole stage is timed as what the engine runs: one `GeometryPipeline` call on a real image
+(examples/robot.png, background removal included) with the asset's field behind the decoder (the
+decoder still runs on every point), warm-up then repeats, min / median / max.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,7 @@ from backend.geometry.sampler import initial_noise, sample_latents
 from backend.geometry.vae import ShapeVAE
 from backend.geometry.volume import decode_coarse_to_fine
 
-from .common import print_table
+from .common import MemoryPeak, MemoryProbe, Timing, idle_device_bytes, print_table, time_calls
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ASSET = ROOT.parent / "shared" / "assets" / "meshes" / "Duck.glb"
@@ -99,33 +101,35 @@ def asset_field(path: Path | None, resolution: int, bounds: float, device: torch
     return torch.from_numpy(np.clip((smooth - 0.5) * 2.2, -1, 1)).to(device)
 
 
-class Meter:
-    """Seconds and peak device memory of one call (the device is synchronised around it)."""
+def meter(fn, device: torch.device, repeats: int, warmup: bool) -> tuple[Timing, MemoryPeak, object]:
+    """Timings and memory peaks of `repeats` calls (after one untimed call when `warmup`), last result."""
+    keep: list = []
+    with MemoryProbe(device.index or 0) as probe:
+        timing = time_calls(fn, repeats, int(warmup), device, keep)
+    return timing, probe.peak, keep[0]
 
-    def __init__(self, device: torch.device):
-        self.device = device
 
-    def sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+def with_asset_field(pipe: GeometryPipeline, target: torch.Tensor, octree: int, bounds: float) -> None:
+    """Put the asset's field behind the pipeline's decoder: the decoder runs on every point the
+    coarse-to-fine pass asks for (its full cost), the values come from the asset."""
+    field_fn = type(pipe).field_fn.__get__(pipe)
+    n = octree + 1
 
-    def __call__(self, fn, repeats: int = 1):
-        times, out = [], None
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        for _ in range(repeats):
-            self.sync()
-            t0 = time.perf_counter()
-            out = fn()
-            self.sync()
-            times.append(time.perf_counter() - t0)
-        peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else float("nan")
-        return statistics.median(times), peak, out
+    def asset_field_fn(tokens):
+        field = field_fn(tokens)
+
+        def values(points):
+            decoded = field(points)
+            ijk = torch.round((points + bounds) / (2 * bounds) * octree).long().clamp_(0, octree)
+            # random weights can overflow bf16: keep their cost, never their NaNs
+            return target.view(-1)[(ijk[:, 0] * n + ijk[:, 1]) * n + ijk[:, 2]] + 0 * decoded.nan_to_num(0, 0, 0)
+        return values
+
+    pipe.field_fn = asset_field_fn
 
 
 @torch.no_grad()
 def run(pipe: GeometryPipeline, args, device: torch.device) -> tuple[dict, dict]:
-    meter = Meter(device)
     workers = shared_workers()
     workers.warm()  # as the engine does when it loads the models
     o = GeometryOptions(steps=args.steps, octree_resolution=args.octree, face_budget=args.faces, chunk_size=args.chunk)
@@ -133,9 +137,7 @@ def run(pipe: GeometryPipeline, args, device: torch.device) -> tuple[dict, dict]
     rows, info = {}, {}
 
     def stage(name, fn, repeats=1, warmup=True):
-        if warmup:
-            fn()
-        rows[name] = meter(fn, repeats)
+        rows[name] = meter(fn, device, repeats, warmup)
         return rows[name][2]
 
     cond, uncond = stage("conditioning (image encoder)", lambda: pipe.encode_condition(prepared, ShapeLabels()), 3)
@@ -150,13 +152,8 @@ def run(pipe: GeometryPipeline, args, device: torch.device) -> tuple[dict, dict]
     target = asset_field(args.asset, args.octree, o.bounds, device)
     n = args.octree + 1
     field = pipe.field_fn(tokens)
-
-    def asset_fn(points):  # full decoder cost; values from the asset
-        decoded = field(points)
-        ijk = torch.round((points + o.bounds) / (2 * o.bounds) * args.octree).long().clamp_(0, args.octree)
-        # random weights can overflow bf16: keep their cost, never their NaNs
-        return target.view(-1)[(ijk[:, 0] * n + ijk[:, 1]) * n + ijk[:, 2]] + 0 * decoded.nan_to_num(0, 0, 0)
-
+    with_asset_field(pipe, target, args.octree, o.bounds)
+    asset_fn = pipe.field_fn(tokens)
     grid, stats = stage(f"SDF decoding, octree {args.octree} (asset shell)", lambda: decode_coarse_to_fine(
         asset_fn, args.octree, o.bounds, o.chunk_size, device), 1)
     info["asset queries"] = f"{stats.total_queries / 1e6:.2f} M ({'/'.join(f'{q / 1e6:.2f}' for q in stats.queries)})"
@@ -174,6 +171,12 @@ def run(pipe: GeometryPipeline, args, device: torch.device) -> tuple[dict, dict]
     v, f = stage(f"decimation to {args.faces} faces (CPU, {workers.processes} processes)", lambda: decimate(
         *cleaned, args.faces, workers), 1, warmup=False)
     info["final faces"] = str(len(f))
+    image = Image.open(ROOT / "examples" / "robot.png")
+    whole = GeometryOptions(steps=args.steps, octree_resolution=args.octree, face_budget=args.faces,
+                            chunk_size=args.chunk)
+    result = stage("whole stage: one pipeline call on examples/robot.png", lambda: pipe(image, whole), args.repeats)
+    info["whole-stage parts, last call (s)"] = ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())
+    del pipe.field_fn
     return rows, info
 
 
@@ -185,8 +188,10 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=200_000)
     parser.add_argument("--chunk", type=int, default=131072)
     parser.add_argument("--asset", type=Path, default=DEFAULT_ASSET)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of the whole stage")
     parser.add_argument("--tiny", action="store_true", help="tiny modules (the CPU default)")
     args = parser.parse_args()
+    idle_device_bytes()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and not args.tiny:
         print("no CUDA device: running the tiny configuration on the CPU (octree 128, 5 steps)")
@@ -203,16 +208,10 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     names = list(results)
-    header = ("stage",) + tuple(f"{n} {unit}" for n in names for unit in ("ms", "peak GB"))
-    stages = list(results[names[0]])
-    rows = [(s,) + tuple(x for n in names for x in (f"{results[n][s][0] * 1e3:.1f}", f"{results[n][s][1]:.2f}"))
-            for s in stages]
-    mc = "marching cubes (warp" if device.type == "cuda" else "marching cubes (scikit"
-    whole = [s for s in stages if s.startswith(("conditioning", "DiT " + str(args.steps), "VAE", mc, "clean-up", "decimation"))
-             or "asset shell" in s]
-    rows.append(("whole stage: " + ", ".join(s.split(" (")[0].split(",")[0] for s in whole),) + tuple(
-        x for n in names for x in (f"{sum(results[n][s][0] for s in whole) * 1e3:.0f}",
-                                   f"{max(results[n][s][1] for s in whole):.2f}")))
+    header = ("stage",) + tuple(f"{n} {unit}" for n in names for unit in ("ms min / median / max", "GiB alloc / reserved / device"))
+    rows = [(s,) + tuple(x for n in names for x in (
+        results[n][s][0].ms(), "{0:.2f} / {1:.2f} / {2:.2f}".format(*(float(v) for v in results[n][s][1].row()[:3]))))
+        for s in results[names[0]]]
     kind = "tiny modules" if args.tiny else "full-size modules, random weights"
     print_table(f"Geometry stage, {kind}, {args.steps} steps, octree {args.octree}, asset {args.asset.name}", rows, header)
     for n in names:

@@ -4,7 +4,9 @@ Speed does not depend on weight values; the shape VAE's query decoder is rewired
 field (tests/geometry/tiny.py) so marching cubes, decimation, UV unwrap and baking see a real
 closed surface instead of random-weight foam. One warm-up job, then timed jobs through the
 engine exactly as the server runs them (device plan, model cache, offload), with per-stage times
-from the progress events, end-to-end time and peak memory per GPU.
+from the progress events (CUDA synchronised before each stamp, so GPU work is charged to the stage
+that queued it), end-to-end time and peak memory per GPU: torch allocated and reserved, and the
+device's used memory (NVML), which is what a card must hold.
 
     python3 -m benchmarks.pipeline                       # single plan on cuda:0, 50 + 50 steps, 768/2048
     python3 -m benchmarks.pipeline --plan multi          # geometry on cuda:0, texture on cuda:1
@@ -14,6 +16,7 @@ from the progress events, end-to-end time and peak memory per GPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +29,12 @@ from backend.engines.step1x3d import Step1X3DEngine
 from backend.job_queue import JobQueue
 from backend.jobs import JobRunner, make_spec
 from backend.runtime.weights import WeightsStatus
-from benchmarks.common import print_table
+from benchmarks.common import MemoryPeak, MemoryProbe, Timing, idle_device_bytes, print_table, sync
 from benchmarks.geometry import build as build_geometry
 from benchmarks.geometry import input_image
 from shared.errors import BackendError
 from tests.geometry.tiny import make_blob_field
 
-GIB = 1024**3
 
 
 class RandomWeightsEngine(Step1X3DEngine):
@@ -70,13 +72,13 @@ def run_job(engine, image: Path, out: Path, settings: dict) -> tuple[float, dict
     marks: list[tuple[str, float]] = []
 
     def progress(stage, step, total, message):
+        sync()
         marks.append((stage, time.perf_counter()))
 
     spec = make_spec(image=str(image), output=str(out), engine="step1x3d", settings=settings)
     t0 = time.perf_counter()
     engine.run(JobContext(spec, out.parent, on_progress=progress))
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync()
     total = time.perf_counter() - t0
     stages: dict[str, float] = {}
     for (name, start), (_, end) in zip(marks, marks[1:] + [("end", t0 + total)]):
@@ -107,6 +109,7 @@ class Timeline:
         last = ["preprocess", time.perf_counter()]
 
         def progress(stage, step, total, message):
+            sync()
             now = time.perf_counter()
             if stage in ("mesh", "texture"):
                 row.setdefault("texture_from", now - self.t0)
@@ -118,6 +121,7 @@ class Timeline:
 
     def end(self, spec, ctx, outcome):
         row = self.rows[spec.job_id]
+        sync()
         row["end"] = time.perf_counter() - self.t0
         stage, since = row.pop("last")
         row["stages"][stage] = row["stages"].get(stage, 0.0) + time.perf_counter() - since
@@ -136,16 +140,14 @@ def throughput(engine: RandomWeightsEngine, image: Path, work: Path, settings: d
     for device in engine.cache.plan.texture_devices[1:]:  # load and warm the spare texture copy too
         ctx = JobContext(warm, work)
         runner.finish(ctx, runner.start(ctx), device)
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            torch.cuda.reset_peak_memory_stats(i)
     timeline = Timeline(work)
     queue = JobQueue(runner, timeline, pipelined=pipelined)
     for i in range(jobs):
         queue.put(make_spec(image=str(image), output=str(work / f"t{i}.glb"), engine="step1x3d", settings=settings,
                             job_id=f"job{i + 1}"))
     queue.close()
-    queue.run()
+    with probing() as probes:
+        queue.run()
     wall = max(r["end"] for r in timeline.rows.values())
     stages = ("geometry", "mesh", "texture", "bake", "export")
     rows = [(job, f"{r['start']:.1f}", f"{r.get('texture_from', 0):.1f}", f"{r['end']:.1f}",
@@ -156,10 +158,22 @@ def throughput(engine: RandomWeightsEngine, image: Path, work: Path, settings: d
                 "seconds per stage (texture: conditioning, denoising and decoding)", rows,
                 ("job", "started", "texturing from", "done", "latency", "textured on", *stages))
     print(f"wall {wall:.1f} s, {wall / jobs:.2f} s per job, {60 * jobs / wall:.2f} jobs per minute")
-    if torch.cuda.is_available():
-        peaks = [(f"cuda:{i}", f"{torch.cuda.max_memory_allocated(i) / GIB:.1f}") for i in range(torch.cuda.device_count())]
-        print_table("peak GPU memory (GiB)", peaks, ("device", "peak"))
+    print_peaks(probes)
     engine.close()
+
+
+@contextlib.contextmanager
+def probing():
+    """Memory probes on every CUDA device over the block."""
+    with contextlib.ExitStack() as stack:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        yield [stack.enter_context(MemoryProbe(i)) for i in range(count)]
+
+
+def print_peaks(probes: list[MemoryProbe]) -> None:
+    if probes:
+        rows = [(f"cuda:{p.index}", *p.peak.row(), p.peak.source) for p in probes]
+        print_table("peak GPU memory over the timed jobs", rows, ("device", *MemoryPeak.HEADER, "device reading"))
 
 
 def main() -> None:
@@ -171,6 +185,7 @@ def main() -> None:
     parser.add_argument("--throughput", type=int, default=0, metavar="N",
                         help="instead: N jobs through the server's job queue (pipelined under multi)")
     args = parser.parse_args()
+    idle_device_bytes()
     settings = {"model": "base"}
     if args.tiny:
         args.plan = "cpu"
@@ -183,23 +198,26 @@ def main() -> None:
     if args.throughput:
         throughput(engine, image, work, settings, args.throughput, args.plan)
         return
+    t0 = time.perf_counter()
     run_job(engine, image, work / "warmup.glb", settings)
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            torch.cuda.reset_peak_memory_stats(i)
-    rows = []
-    for job in range(args.jobs):
-        total, stages = run_job(engine, image, work / f"job{job}.glb", settings)
-        rows.append((f"job {job + 1}", *(f"{stages.get(k, 0.0):.2f}" for k in
-                     ("preprocess", "geometry", "mesh", "texture", "bake", "export")), f"{total:.2f}"))
+    print(f"first job (models built, cold caches): {time.perf_counter() - t0:.1f} s")
+    rows, totals = [], []
+    names = ("preprocess", "geometry", "mesh", "texture", "bake", "export")
+    per_stage: dict[str, list[float]] = {k: [] for k in names}
+    with probing() as probes:
+        for job in range(args.jobs):
+            total, stages = run_job(engine, image, work / f"job{job}.glb", settings)
+            totals.append(total)
+            for k in names:
+                per_stage[k].append(stages.get(k, 0.0))
+            rows.append((f"job {job + 1}", *(f"{stages.get(k, 0.0):.2f}" for k in names), f"{total:.2f}"))
+    rows.append(("min / median / max", *(Timing(per_stage[k]).s() for k in names), Timing(totals).s()))
     plan = engine.cache.plan
     print_table(f"step1x3d engine, plan {plan.describe()}, defaults 50+50 steps, octree "
                 f"{settings.get('octree_resolution', 384)}, views {settings.get('view_resolution', 768)}, "
                 f"texture {settings.get('texture_resolution', 2048)}; seconds", rows,
                 ("run", "preprocess", "geometry", "mesh prep", "texture", "bake", "export", "total"))
-    if torch.cuda.is_available():
-        peaks = [(f"cuda:{i}", f"{torch.cuda.max_memory_allocated(i) / GIB:.1f}") for i in range(torch.cuda.device_count())]
-        print_table("peak GPU memory over the timed jobs (GiB, torch.cuda.max_memory_allocated)", peaks, ("device", "peak"))
+    print_peaks(probes)
     engine.close()
 
 

@@ -17,7 +17,7 @@ from backend.mesh.frame import fit_unit_box
 from backend.mesh.raster import rasterize_views
 from shared.views import CANONICAL_VIEWS
 
-from .common import median_seconds, print_table
+from .common import print_table, time_calls
 from .uv import test_mesh
 
 
@@ -42,19 +42,18 @@ def main() -> None:
         runs += [("torch", "cuda", True), ("torch", "cuda", False)]
     rows = []
     for method, device, bary in runs:
-        sync = torch.cuda.synchronize if device == "cuda" else None
-        seconds = median_seconds(lambda: rasterize_views(v, f, cams, device=device, method=method, barycentrics=bary),
-                                 repeats=3, sync=sync)
+        timing = time_calls(lambda: rasterize_views(v, f, cams, device=device, method=method, barycentrics=bary),
+                            repeats=3, device=torch.device(device))
         cpu0 = time.process_time()
         coverage = rasterize_views(v, f, cams, device=device, method=method, barycentrics=bary)[0].mask.float().mean()
         cpu_ms = (time.process_time() - cpu0) / len(cams) * 1e3
         rows.append((method, device, "yes" if bary else "no", len(f), f"{args.size}^2", len(cams),
-                     f"{seconds / len(cams) * 1e3:.1f}", f"{seconds * 1e3:.0f}",
+                     f"{timing.median / len(cams) * 1e3:.1f}", timing.ms(),
                      f"{cpu_ms:.0f}" if device == "cpu" else "-", f"{coverage.item():.2f}"))
     # CPU ms/view sums all threads: on a machine shared with other work it shows the cost that
     # wall time hides behind waiting (on an idle 2-core box wall ~ CPU / 2)
     print_table("Rasteriser (6 canonical views)", rows, ("method", "device", "barycentrics", "faces", "view", "views",
-                                                         "ms/view", "ms total", "CPU ms/view", "coverage"))
+                                                         "ms/view (median)", "ms total min / median / max", "CPU ms/view", "coverage"))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ random weights. Two tables:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from backend.texture.mv_pipeline import MultiViewPipeline  # noqa: E402
 from backend.texture.scheduler import shifted_ddpm_scheduler  # noqa: E402
 from backend.texture.stage import TextureStage, normalise  # noqa: E402
 from backend.texture.sync import TextureSync, surface_samples  # noqa: E402
+from benchmarks.common import MemoryPeak, MemoryProbe, Timing, commit, idle_device_bytes, sync, time_calls  # noqa: E402
 from shared.views import CANONICAL_VIEWS  # noqa: E402
 from shared.settings import defaults  # noqa: E402
 
@@ -64,26 +64,11 @@ VIEWS = 6
 DEFAULT_MESH = ROOT.parent / "shared" / "assets" / "meshes" / "bunny.ply"
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: torch.device, warmup: int, repeat: int) -> tuple[float, float]:
-    """(median seconds, peak GB) of `fn` over `repeat` calls after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")
-    return statistics.median(times), peak
+def timed(fn, device: torch.device, warmup: int, repeat: int) -> tuple[Timing, MemoryPeak]:
+    """Timings of `repeat` calls of `fn` after `warmup` calls, and the memory peaks over them."""
+    with MemoryProbe(device.index or 0) as probe:
+        timing = time_calls(fn, repeat, warmup, device)
+    return timing, probe.peak
 
 
 def randomise_(module: torch.nn.Module, std: float = 0.02) -> None:
@@ -159,11 +144,11 @@ def unet_table(device: torch.device, dtype: torch.dtype, n: int, warmup: int, re
                      down_intrablock_additional_residuals=list(features)), device, warmup, repeat)))
 
     print(f"\nUNet: {device_name(device)}, {dtype}, latents {n}x{n} ({8 * n} px views), "
-          f"reference K/V cache {cache.nbytes() / 1e6:.0f} MB")
-    print(f"{'part':42s} {'ms':>9s} {'peak GB':>8s}")
-    for name, seconds, peak in rows:
-        print(f"{name:42s} {seconds * 1e3:9.1f} {peak:8.2f}")
-    print(f"{steps} steps with the adapter: {rows[-1][1] * steps:.2f} s (plain SDXL: {rows[0][1] * steps:.2f} s)")
+          f"reference K/V cache {cache.nbytes() / 1e6:.0f} MB, commit {commit()}")
+    print(f"{'part':42s} {'ms min / median / max':>24s}  peaks GiB: allocated / reserved / device used ({rows[0][2].source})")
+    for name, timing, peak in rows:
+        print(f"{name:42s} {timing.ms():>24s}  {peak.allocated:.2f} / {peak.reserved:.2f} / {peak.device_used:.2f}")
+    print(f"{steps} steps with the adapter: {rows[-1][1].median * steps:.2f} s (plain SDXL: {rows[0][1].median * steps:.2f} s)")
     del unet, t2i, cache
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -203,15 +188,13 @@ def stage_table(device: torch.device, dtype: torch.dtype, mesh_path: Path, view:
         for run in ("warm-up", "timed"):
             clock = StageClock(device)
             ctx = JobContext(JobSpec(run, Path(tmp) / "out.glb", settings), Path(tmp), on_progress=clock)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            sync(device)
-            t0 = time.perf_counter()
-            out = stage.run(ctx, mesh.vertices, mesh.faces, rgb, alpha)
-            sync(device)
-            total = time.perf_counter() - t0
-    stage.close()
-    peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")
+            with MemoryProbe(device.index or 0) as probe:
+                sync(device)
+                t0 = time.perf_counter()
+                out = stage.run(ctx, mesh.vertices, mesh.faces, rgb, alpha)
+                sync(device)
+                total = time.perf_counter() - t0
+    peak = probe.peak
     half = next(i for i, t in enumerate(stage.pipeline.scheduler.timesteps.tolist()) if t <= 500)
     c = clock
     parts = [
@@ -235,7 +218,9 @@ def stage_table(device: torch.device, dtype: torch.dtype, mesh_path: Path, view:
     print(f"{'total':64s} {total:7.2f}")
     print(f"step time, sync phase minus plain phase: {(per_sync - per_plain) * 1e3:.1f} ms (includes CPU "
           f"contention with the UV worker); TextureSync.step alone: {sync_step * 1e3:.1f} ms")
-    print(f"peak GPU memory over the timed job: {peak:.2f} GB")
+    print(f"peak GPU memory over the timed job, GiB: torch allocated {peak.allocated:.2f}, torch reserved "
+          f"{peak.reserved:.2f}, device used {peak.device_used:.2f} ({peak.source}; context and other libraries "
+          f"included), commit {commit()}")
 
 
 def time_sync_step(stage: TextureStage, mesh, latent: int, steps: int, device: torch.device) -> float:
@@ -248,7 +233,7 @@ def time_sync_step(stage: TextureStage, mesh, latent: int, steps: int, device: t
     latents = texture_sync.start(torch.randn(VIEWS, 4, latent, latent).to(device), steps, g)
     eps = torch.randn(VIEWS, 4, latent, latent).to(device)
     t = int(scheduler.timesteps[1])
-    return timed(lambda: texture_sync.step(1, t, latents, eps, g), device, 2, 10)[0]
+    return timed(lambda: texture_sync.step(1, t, latents, eps, g), device, 2, 10)[0].median
 
 
 def device_name(device: torch.device) -> str:
@@ -268,6 +253,7 @@ def main() -> None:
     parser.add_argument("--view", type=int, default=768)
     parser.add_argument("--texture", type=int, default=2048)
     args = parser.parse_args()
+    idle_device_bytes()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     part = args.part or ("all" if device.type == "cuda" else "unet")

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import print_table  # noqa: E402
+from benchmarks.common import GIB, MemoryProbe, print_table, time_calls  # noqa: E402
 
 MODELS = ("vae", "dit", "dit_lora", "texture")
 
@@ -178,20 +176,11 @@ def measure(module, make_batch, batch: int, device: torch.device, steps: int) ->
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")
+    with MemoryProbe(device.index or 0) as probe:
+        timing = time_calls(step, steps, 1, device)
+    peak = probe.peak.allocated * GIB / 1e9 if device.type == "cuda" else float("nan")
     del optimizer
-    return 1.0 / statistics.median(times), peak
+    return 1.0 / timing.median, peak
 
 
 def fits(module, make_batch, batch, device, steps) -> tuple[float, float] | None:

@@ -31,6 +31,13 @@ _CODES = (
     ErrorCode("cancelled", 12, "the job was cancelled"),
     ErrorCode("backend_unavailable", 13, "the backend process is not running or stopped answering"),
     ErrorCode("background_unclear", 14, "the object could not be told from the background with confidence"),
+    # the HTTP API and its clients (backend/http, addon/core/remote.py)
+    ErrorCode("unauthorized", 15, "the server refused the access token (missing, wrong or revoked)"),
+    ErrorCode("queue_full", 16, "the server's job queue is full; retry after the time it gives"),
+    ErrorCode("job_not_found", 17, "the server knows no such job for this token (never made, or removed)"),
+    ErrorCode("job_lost", 18, "the server restarted while the job was queued or running"),
+    ErrorCode("server_unreachable", 19, "no connection to the server (refused, unknown host, reset)"),
+    ErrorCode("server_timeout", 20, "the server did not answer in time"),
     ErrorCode("internal_error", 70, "an unexpected error inside the backend"),
 )
 

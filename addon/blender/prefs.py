@@ -12,7 +12,8 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ..core.config import BackendConfig
-from ..core.setup import BUNDLED, EXISTING
+from ..core.remote import RemoteConfig
+from ..core.setup import BUNDLED, EXISTING, REMOTE
 
 ADDON_ID = __package__.rpartition(".")[0]  # "bl_ext.<repo>.step1x3d" installed, "addon" from the repository
 _REPO = Path(__file__).resolve().parents[2]
@@ -59,6 +60,7 @@ def _default_mode() -> str:
 MODE_ITEMS = [
     (BUNDLED, "Bundled", "The add-on installs the backend into its own environment (Install Backend)"),
     (EXISTING, "Existing Environment", "A Python environment of your own that has the backend's packages"),
+    (REMOTE, "Remote Server", "Send jobs to `python -m backend serve --http` on another machine"),
 ]
 
 
@@ -102,8 +104,16 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
     hang_timeout: IntProperty(name="Hang Timeout", min=5, default=120, subtype="TIME_ABSOLUTE",
                               description="Seconds without any answer after which a running backend counts as hung")
     show_log: BoolProperty(name="Show Backend Log", default=False)
+    # a remote server (addon/core/remote.py); add-on preferences live in userpref.blend, never in a scene's .blend
+    server_url: StringProperty(name="Server URL", default="http://127.0.0.1:8188",
+                               description="Address of the server, like http://gpu-box:8188 or https://host")
+    server_token: StringProperty(name="Access Token", subtype="PASSWORD", default="",
+                                 description="Token the server's administrator gave you (sent as a Bearer header)")
 
-    def config(self) -> BackendConfig:
+    def config(self) -> BackendConfig | RemoteConfig:
+        if self.backend_mode == REMOTE:
+            return RemoteConfig(url=self.server_url.strip(), token=self.server_token.strip(),
+                                online=bool(bpy.app.online_access))
         if self.backend_mode == BUNDLED:
             from . import setup
 
@@ -123,6 +133,8 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
         layout = self.layout
         layout.row().prop(self, "backend_mode", expand=True)
         MODE_DRAW[self.backend_mode](self, layout, context)
+        if self.backend_mode == REMOTE:
+            return
         col = layout.column()
         col.prop(self, "plan")
         row = col.row(align=True)
@@ -150,12 +162,7 @@ class STEP1X3D_AP_preferences(bpy.types.AddonPreferences):
         row.prop(self, "startup_timeout")
         row.prop(self, "hang_timeout")
 
-        box = layout.box()
-        row = box.row()
-        row.operator("step1x3d.check_backend", icon="CHECKMARK")
-        row.label(text={"running": "Checking…", "ok": "Backend found", "error": "Problem"}.get(RUNTIME.info_state, ""))
-        for line in RUNTIME.info_lines(self.plan)[:24]:
-            text.label(box, context, line)
+        _draw_check(self, layout, context)
         box = layout.box()
         box.prop(self, "show_log", icon="TEXT")
         if self.show_log and RUNTIME.session is not None:
@@ -175,4 +182,24 @@ def _draw_existing(p, layout, context) -> None:
     col.prop(p, "backend_dir")
 
 
-MODE_DRAW = {BUNDLED: _draw_bundled, EXISTING: _draw_existing}
+def _draw_remote(p, layout, context) -> None:
+    col = layout.column()
+    col.prop(p, "server_url")
+    col.prop(p, "server_token")
+    col.prop(p, "output_dir")
+    _draw_check(p, layout, context)
+
+
+def _draw_check(p, layout, context) -> None:
+    from . import text
+    from .runtime import RUNTIME
+
+    box = layout.box()
+    row = box.row()
+    row.operator("step1x3d.check_backend", icon="CHECKMARK")
+    row.label(text={"running": "Checking…", "ok": "Backend found", "error": "Problem"}.get(RUNTIME.info_state, ""))
+    for line in RUNTIME.info_lines(p.plan)[:24]:
+        text.label(box, context, line)
+
+
+MODE_DRAW = {BUNDLED: _draw_bundled, EXISTING: _draw_existing, REMOTE: _draw_remote}

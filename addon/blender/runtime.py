@@ -21,6 +21,7 @@ from ..core import history, jobs, messages, setup
 from ..core.config import BackendConfig, run_info
 from ..core.jobs import JobRequest, Outcome
 from ..core.process import BackendProcess
+from ..core.remote import RemoteConfig, RemoteSession, remote_info
 from ..core.session import Session, Timeouts
 from ..shared.errors import BackendError
 from . import importer, prefs
@@ -69,8 +70,11 @@ class Runtime:
             self.session = None
         if self.session is None:
             self.config = config
-            self.session = Session(
-                lambda: BackendProcess(config.serve_command(), cwd=config.cwd, env=config.environment()), timeouts)
+            if isinstance(config, RemoteConfig):
+                self.session = RemoteSession(config, timeouts)
+            else:
+                self.session = Session(
+                    lambda: BackendProcess(config.serve_command(), cwd=config.cwd, env=config.environment()), timeouts)
         self.session.timeouts = timeouts
         return self.session
 
@@ -286,7 +290,8 @@ class Runtime:
     def check(self, config: BackendConfig) -> None:
         def work():
             try:
-                self.info_text, self.info_state = run_info(config), "ok"
+                describe = remote_info if isinstance(config, RemoteConfig) else run_info
+                self.info_text, self.info_state = describe(config), "ok"
                 self.weights_state = setup.weights_from_info(self.info_text)
                 if self.notice[0] in ("ERROR", "WARNING"):  # the problem it reported is gone
                     self.notice = ("", "")

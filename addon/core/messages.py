@@ -29,6 +29,14 @@ ADVICE: dict[str, str] = {
     "background_unclear": "The object could not be cut out of its background. Use a PNG with a transparent "
                           "background or a plainer backdrop, or download the background model "
                           "(`python -m backend download`).",
+    "unauthorized": "The server refused the access token. Enter the token its administrator gave you in the "
+                    "add-on preferences (Backend: Remote server).",
+    "queue_full": "The server is busy with other artists' jobs. Try again in a little while.",
+    "job_not_found": "The server no longer has this job (its results expire). Generate again.",
+    "job_lost": "The server restarted while the job was waiting or running. Generate again.",
+    "server_unreachable": "The server cannot be reached. Check its URL in the add-on preferences, your network, "
+                          "and that the server is running (`python -m backend serve --http HOST:PORT`).",
+    "server_timeout": "The server did not answer in time. It may be overloaded or the network slow; try again.",
     "internal_error": "The backend hit an unexpected error. The backend log in the add-on preferences has details.",
 }
 

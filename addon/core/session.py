@@ -36,7 +36,41 @@ class Timeouts:
     cancel: float = 20.0  # a cancel not honoured by then kills the process
 
 
-class Session:
+class JobTable:
+    """What a local and a remote session share: the job table, its pruning and the blocking wait."""
+
+    jobs: dict[str, Job]
+    _clock: Callable[[], float]
+
+    @property
+    def active_jobs(self) -> list[Job]:
+        return [j for j in self.jobs.values() if j.active]
+
+    def pump(self, timeout: float = 0.0) -> list[Outcome]:
+        raise NotImplementedError
+
+    def _give_up(self, job_id: str, timeout: float) -> list[Outcome]:
+        """End a job that did not finish within `wait`'s timeout (after a cancel was asked for)."""
+        raise NotImplementedError
+
+    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.25):
+        """Blocking path (background mode): yield outcomes until the job ends or `timeout` passes."""
+        job = self.jobs[job_id]
+        deadline = None if timeout is None else self._clock() + timeout
+        while job.active:
+            if deadline is not None and self._clock() > deadline:
+                yield from self.cancel(job_id)
+                yield from self._give_up(job_id, timeout)
+                break
+            yield from self.pump(poll)
+
+    def _forget_old(self) -> None:
+        finished = [k for k, j in self.jobs.items() if not j.active]
+        for key in finished[:-KEEP_FINISHED] if len(finished) > KEEP_FINISHED else []:
+            del self.jobs[key]
+
+
+class Session(JobTable):
     def __init__(self, launch: Callable[[], BackendProcess], timeouts: Timeouts = Timeouts(),
                  clock: Callable[[], float] = time.monotonic):
         self._launch = launch
@@ -64,10 +98,6 @@ class Session:
         if not self._ready:
             return STARTING
         return BUSY if any(j.active for j in self.jobs.values()) else READY
-
-    @property
-    def active_jobs(self) -> list[Job]:
-        return [j for j in self.jobs.values() if j.active]
 
     # --- commands -----------------------------------------------------------------------------
 
@@ -134,16 +164,8 @@ class Session:
         outcomes += self._check_timers()
         return outcomes
 
-    def wait(self, job_id: str, timeout: float | None = None, poll: float = 0.25):
-        """Blocking path (background mode): yield outcomes until the job ends or `timeout` passes."""
-        job = self.jobs[job_id]
-        deadline = None if timeout is None else self._clock() + timeout
-        while job.active:
-            if deadline is not None and self._clock() > deadline:
-                yield from self.cancel(job_id)
-                yield from self._kill(f"the job did not finish within {timeout:g} s")
-                break
-            yield from self.pump(poll)
+    def _give_up(self, job_id: str, timeout: float) -> list[Outcome]:
+        return self._kill(f"the job did not finish within {timeout:g} s")
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -265,8 +287,3 @@ class Session:
             self._ping_sent_at = now
             self._send(protocol.request("status"))
         return []
-
-    def _forget_old(self) -> None:
-        finished = [k for k, j in self.jobs.items() if not j.active]
-        for key in finished[:-KEEP_FINISHED] if len(finished) > KEEP_FINISHED else []:
-            del self.jobs[key]

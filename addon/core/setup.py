@@ -12,6 +12,7 @@ from . import installer
 
 BUNDLED = "BUNDLED"  # the add-on installs and runs its own backend environment
 EXISTING = "EXISTING"  # the user points at an environment of their own (interpreter + folder)
+REMOTE = "REMOTE"  # jobs go to `python -m backend serve --http` on another machine (addon/core/remote.py)
 
 CPU_NEEDS_NO_WEIGHTS = "The CPU preview plan needs no weights."
 
@@ -56,7 +57,7 @@ def advise(f: Facts) -> Advice:
         return Advice(missing, "step1x3d.install_backend", label, props)
     if f.config_problem:
         return Advice([f.config_problem], "preferences.addon_show", "Open Preferences")
-    if f.plan != "cpu" and f.weights == "missing":
+    if f.mode != REMOTE and f.plan != "cpu" and f.weights == "missing":  # a server has its own weights
         if f.downloading:
             return Advice(["The model weights are downloading."])
         missing = ["The model weights are not downloaded yet. " + CPU_NEEDS_NO_WEIGHTS.replace("needs no weights", "needs none")]

@@ -19,6 +19,7 @@ from backend.mesh.export import ExportMetadata, write_glb
 from backend.mesh.frame import fit_unit_box
 from backend.mesh.uv import unwrap
 from backend.mesh.workers import call_native, shared_workers
+from backend.runtime import fast
 from backend.runtime.devices import cuda_devices
 from backend.runtime.models import ModelCache
 from backend.runtime.plan import DevicePlan, make_plan
@@ -136,6 +137,7 @@ class Step1X3DEngine:
             return Shape(*load_mesh(spec.mesh), prepared, plan, {})
         with _on(plan.geometry_device):
             pipe = self._geometry(cache, s["model"])
+            accelerate(pipe.denoiser, plan)
             options = GeometryOptions.from_settings(s)
             if s["texture"]:
                 options.face_budget = None  # the texture stage decimates in a worker, overlapping the denoising
@@ -148,7 +150,8 @@ class Step1X3DEngine:
     def second_stage(self, ctx: JobContext, shape: Shape, device: str | None = None) -> JobResult:
         """Texture and export on `device` (default: the plan's texture GPU)."""
         spec, s = ctx.spec, ctx.spec.settings
-        meta = {"engine": self.name, "plan": shape.plan.kind, "model": s["model"] if spec.mesh is None else "given mesh",
+        meta = {"engine": self.name, "plan": shape.plan.kind, "fast_paths": fast.FastPaths.from_env().describe(),
+                "model": s["model"] if spec.mesh is None else "given mesh",
                 "timings": {k: round(v, 3) for k, v in shape.timings.items()}}
         if not s["texture"]:
             ctx.step("export", 0, 1, "writing the untextured GLB")
@@ -165,6 +168,7 @@ class Step1X3DEngine:
         meta["texture_device"] = device
         with _on(device):
             stage = self._texture(self.cache, device)
+            accelerate(stage.pipeline.unet, shape.plan)
             cut = np.asarray(shape.image.rgba)  # straight colour: the stage composites on its own grey
             rgb, alpha = np.ascontiguousarray(cut[..., :3]), cut[..., 3].astype(np.float32) / 255.0
             textured = stage.run(ctx, shape.vertices, shape.faces, rgb, alpha)  # emits the `views` artifact itself
@@ -183,6 +187,18 @@ class Shape:
     image: "PreparedImage"
     plan: DevicePlan
     timings: dict[str, float]
+
+
+def accelerate(network: torch.nn.Module, plan: DevicePlan) -> None:
+    """The opt-in fast paths on a denoising network, and under the split plan its guidance halves
+    on two GPUs (the replica on the second gets the same fast paths). Idempotent per job."""
+    paths = fast.FastPaths.from_env()
+    fast.apply(network, paths)
+    if plan.kind == "split":
+        from backend.runtime.cfg_split import split_cfg
+
+        split_cfg(network, plan.cfg_device)
+        fast.apply(network._cfg_split.twin, paths)
 
 
 def _on(device: str):

@@ -7,6 +7,9 @@
 - `multi`: geometry and texture on two GPUs, both resident; jobs are pipelined (backend/lanes.py),
   and when the geometry GPU also fits a texture copy it paints whenever it has no geometry to run,
   since texturing takes about four times as long as geometry and would otherwise bound throughput.
+- `split`: one job on two GPUs: both stages on the first, and each denoising step's conditional
+  half of the classifier-free-guidance batch on a replica on the second (backend/runtime/cfg_split.py):
+  the lowest latency for one job; `multi` gives more jobs per minute.
 - `cpu`: everything on the CPU in float32 (tests, tiny configurations).
 A plan that cannot fit is refused up front with what would fit instead, rather than failing with
 out-of-memory halfway through a job.
@@ -20,7 +23,7 @@ from shared.errors import BackendError
 
 from .devices import GpuInfo
 
-PLANS = ("auto", "single", "multi", "cpu")
+PLANS = ("auto", "single", "multi", "split", "cpu")
 OFFLOAD = ("auto", "cpu", "release", "none")
 GIB = 1024**3
 MARGIN_GB = 1.0  # CUDA context, allocator slack
@@ -50,6 +53,7 @@ class DevicePlan:
     texture_device: str
     offload: str = "none"
     texture_on_geometry_gpu: bool = False  # multi: a second texture copy on the geometry GPU
+    cfg_device: str = ""  # split: where the conditional half of each guided step runs
 
     @property
     def texture_devices(self) -> tuple[str, ...]:
@@ -67,6 +71,9 @@ class DevicePlan:
         if self.kind == "single":
             idle = "both stages resident" if self.offload == "none" else f"idle models offloaded ({self.offload})"
             return f"single: geometry then texture on {self.geometry_device}, {idle}"
+        if self.kind == "split":
+            return (f"split: geometry then texture on {self.geometry_device}, the conditional half of every guided "
+                    f"step on {self.cfg_device}, all resident")
         spare = f" (and on {self.geometry_device} when it has no geometry to run)" if self.texture_on_geometry_gpu else ""
         return f"multi: geometry on {self.geometry_device}, texture on {self.texture_device}{spare}, all resident"
 
@@ -117,11 +124,16 @@ def make_plan(kind: str, gpus: list[GpuInfo], settings: Mapping[str, Any], *, ge
                           "" if offload != "none" else "; offloading idle models (offload cpu) would lower the peak")
         return DevicePlan("single", f"cuda:{geo.index}", f"cuda:{geo.index}", offload)
     if len(gpus) < 2:
-        raise BackendError("engine_unavailable", "the multi plan needs two GPUs and one was found; use the single plan")
+        raise BackendError("engine_unavailable", f"the {kind} plan needs two GPUs and one was found; use the single plan")
     default_tex = next(g.index for g in gpus if g.index != geo.index)
     tex = by_index.get(texture_gpu if texture_gpu is not None else default_tex)
     if tex is None or tex.index == geo.index:
-        raise BackendError("invalid_setting", "the multi plan needs two different GPUs for geometry and texture")
+        raise BackendError("invalid_setting", f"the {kind} plan needs two different GPUs")
+    if kind == "split":  # both stages resident on each GPU (the second holds the networks' replicas)
+        for gpu in (geo, tex):
+            if geo_need + tex_need + MARGIN_GB > _free_gb(gpu):
+                raise _refuse("the split plan", geo_need + tex_need + MARGIN_GB, gpu, settings)
+        return DevicePlan("split", f"cuda:{geo.index}", f"cuda:{geo.index}", "none", cfg_device=f"cuda:{tex.index}")
     if geo_need + MARGIN_GB > _free_gb(geo):
         raise _refuse("geometry", geo_need + MARGIN_GB, geo, settings)
     if tex_need + MARGIN_GB > _free_gb(tex):

@@ -180,12 +180,17 @@ class MVAttnProcessor(nn.Module):
         return out + self._adapter_terms(attn, x, mv)
 
     def _adapter_terms(self, attn: Attention, x: torch.Tensor, mv: MVCall) -> torch.Tensor:
+        return self._adapter_terms_from(attn, x, mv, self.to_q_mv(x), self.to_k_mv(x), self.to_v_mv(x))
+
+    def _adapter_terms_from(self, attn: Attention, x: torch.Tensor, mv: MVCall, q_mv: torch.Tensor,
+                            k_mv: torch.Tensor, v_mv: torch.Tensor) -> torch.Tensor:
+        """The MV and reference terms given the MV projections of `x` (computed here or fused)."""
         bv, n, c = x.shape
         views, groups = NUM_VIEWS, len(mv.ref_groups)
         if groups * views != bv:
             raise ValueError(f"batch of {bv} is not {groups} groups of {views} views")
         h, w = latent_grid(n, mv.latent_size)
-        mv_out = multiview_attention(self.to_q_mv(x), self.to_k_mv(x), self.to_v_mv(x), attn.heads, h, w)
+        mv_out = multiview_attention(q_mv, k_mv, v_mv, attn.heads, h, w)
         extra = self.to_out_mv[0](mv_out)
         if mv.mv_scale != 1.0:
             extra = extra * mv.mv_scale
