@@ -7,10 +7,12 @@ Serve's router, bounded by `max_queued`: past it a call fails at once with
 the call (`DeploymentResponse.cancel()`) sets the job's cancel event, so the engine stops at its
 next step and the job ends with the `cancelled` code, exactly as a local cancel does.
 
-Hook for the HTTP API (backend/server.py's queue today): `start(...)` returns a `ServeEngines`
-whose `submit(request)` gives a response to await (`.result()`) or `.cancel()`; a request is the
-image's bytes plus the job's settings, the answer carries the GLB's bytes, so replicas on other
-nodes need no shared disk.
+Hook for the HTTP API (not wired yet): the API's `backend.service.JobService` runs jobs on a local
+`JobQueue`; a replica-backed service would instead call `start(...)` once and, per job,
+`ServeEngines.submit(request)`, mapping `BackPressureError` (`ServeEngines.is_full`) to
+`queue_full`, `DELETE /v1/jobs/ID` to the response's `.cancel()`, and the answer to `done` or
+`error`. A request is the image's bytes plus the job's settings and the answer carries the GLB's
+bytes, so replicas on other nodes need no shared disk.
 """
 from __future__ import annotations
 
