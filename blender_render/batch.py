@@ -311,8 +311,8 @@ def run_batch(source: Path | str, out_root: Path | str, options: RenderOptions, 
                                               "retries >= 0")
     where = Cluster.parse(cluster)
     remote_out = storage.is_url(out_root)
-    if remote_out and where.kind != "ray":
-        raise BackendError("invalid_setting", "an output URL needs --cluster ray")
+    if (remote_out or storage.is_url(source)) and where.kind != "ray":
+        raise BackendError("invalid_setting", "input or output URLs need --cluster ray")
     if not storage.exists(str(source)):
         raise BackendError("input_not_found", f"{source} is neither a folder nor a list file")
     local_root = Path(".") if remote_out else Path(out_root)

@@ -149,6 +149,10 @@ def test_bad_batch_settings_and_sources(tmp_path):
     assert proc.returncode == 3 and "[input_not_found]" in proc.stderr
     proc = run(["-m", "blender_render.batch", str(tmp_path), str(tmp_path / "out"), "--workers", "0"])
     assert proc.returncode == 2 and "[invalid_setting]" in proc.stderr
+    for args in (["s3://bucket/list.txt", str(tmp_path / "out")], [str(tmp_path), "s3://bucket/out"],
+                 [str(tmp_path), str(tmp_path / "out"), "--cluster", "slurm"]):
+        proc = run(["-m", "blender_render.batch", *args])
+        assert proc.returncode == 2 and "[invalid_setting]" in proc.stderr, proc.stderr
 
 
 @pytest.mark.cuda
