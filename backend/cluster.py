@@ -84,7 +84,7 @@ def generate_batch(images: list[str], out_dir: str, engine: str, settings: dict,
     summary = None
     try:
         summary = drive(tasks, pool, record=log.write, retries=1,
-                        is_done=lambda t: storage.exists(output_for(out_dir, t)),
+                        is_done=None if storage.is_url(out_dir) else lambda t: storage.exists(output_for(out_dir, t)),
                         on_final=lambda t, o: print(f"{o['status']:7} {t.input} -> {o.get('output', '')}"
                                                     f"{'' if o['status'] != 'failed' else ' ' + str(o['error'])}",
                                                     file=stream, flush=True))

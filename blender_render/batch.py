@@ -339,7 +339,8 @@ def run_batch(source: Path | str, out_root: Path | str, options: RenderOptions, 
 
         try:
             summary = drive(jobs.iter_tasks(str(source)), pool, record=log.write, retries=config.retries,
-                            is_done=lambda t: storage.exists(storage.join(str(out_root), t.id, outputs.META_NAME)),
+                            # on an object store the actors check instead: one HEAD each, in parallel
+                            is_done=None if remote_out else lambda t: outputs.is_complete(local_root / t.id),
                             skip=lambda t: t.id in skip_ids, progress=progress)
         except BaseException:
             log.write("batch_end", status="interrupted")

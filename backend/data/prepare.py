@@ -145,13 +145,17 @@ def prepare_file(source: Path, out_path: Path, options: PrepareOptions) -> dict:
     return prepared.info
 
 
-def prepare_item(item: Task, out_dir: str, options: PrepareOptions) -> dict:
+def prepare_item(item: Task, out_dir: str, options: PrepareOptions, overwrite: bool = False) -> dict:
     """Prepare one object wherever it lives (path or URL); never raises, so a failure is reported
     with its code (and trace). Inputs on a URL are fetched to a scratch folder; the .npz is
-    written there and published in one PUT, or renamed into place on a local path."""
+    written there and published in one PUT, or renamed into place on a local path. On an object
+    store the worker checks whether the .npz is there (the driver does not: one HEAD per object
+    in one thread would be its bottleneck)."""
     t0 = time.perf_counter()
     out_path = storage.join(out_dir, f"{item.id}.npz")
     try:
+        if storage.is_url(out_dir) and not overwrite and storage.exists(out_path):
+            return {"status": "skipped", "reason": "done", "output": out_path}
         if not storage.is_url(item.input) and not storage.is_url(out_dir):
             info = prepare_file(Path(item.input), Path(out_path), options)
         else:
@@ -176,11 +180,11 @@ def prepare_item(item: Task, out_dir: str, options: PrepareOptions) -> dict:
 class PrepareWorker:
     """A Ray actor's worker: numba's compiled kernels stay warm from one object to the next."""
 
-    def __init__(self, out_dir: str, options: PrepareOptions):
-        self.out_dir, self.options = out_dir, options
+    def __init__(self, out_dir: str, options: PrepareOptions, overwrite: bool = False):
+        self.out_dir, self.options, self.overwrite = out_dir, options, overwrite
 
     def __call__(self, item: Task) -> dict:
-        return prepare_item(item, self.out_dir, self.options)
+        return prepare_item(item, self.out_dir, self.options, self.overwrite)
 
 
 def run_batch(source: Path | str, out_dir: Path | str, options: PrepareOptions, workers: int = 1,
@@ -199,13 +203,14 @@ def run_batch(source: Path | str, out_dir: Path | str, options: PrepareOptions, 
     stream = iter_tasks(str(source))
     log = Log(Path(LOG_NAME) if storage.is_url(out_dir) else Path(out_dir) / LOG_NAME)
     log.write("batch", source=str(source), out_dir=out_dir, cluster=cluster, workers=workers, options=asdict(options))
-    run = partial(prepare_item, out_dir=out_dir, options=options)
+    run = partial(prepare_item, out_dir=out_dir, options=options, overwrite=overwrite)
     if where.kind == "ray":
-        pool = RayPool("backend.data.prepare:PrepareWorker", {"out_dir": out_dir, "options": options},
-                       max(1, workers), address=where.address)
+        pool = RayPool("backend.data.prepare:PrepareWorker",
+                       {"out_dir": out_dir, "options": options, "overwrite": overwrite}, max(1, workers),
+                       address=where.address)
     else:
         pool = ProcessPool(run, workers) if workers > 1 else SerialPool(run)
-    done = None if overwrite else (lambda item: storage.exists(storage.join(out_dir, f"{item.id}.npz")))
+    done = None if overwrite or storage.is_url(out_dir) else (lambda item: (Path(out_dir) / f"{item.id}.npz").is_file())
     summary = None
     progress = Progress(sum(1 for _ in iter_tasks(str(source))))  # a streamed count, not a list
     try:

@@ -170,7 +170,18 @@ def _views(root: Path) -> dict:
 
 
 def _same_views(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
+    """Same files, same shapes and bit depths, and every pixel equal but a few on silhouettes:
+    Cycles builds its BVH on several threads, and two runs on one machine (local or not) now and
+    then hit a different triangle at 2-3 edge pixels of a 32 px view (seen on bunny.ply's normals)."""
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        if a[k].dtype != b[k].dtype or a[k].shape != b[k].shape:
+            return False
+        differ = np.any(a[k] != b[k], axis=-1) if a[k].ndim == 3 else a[k] != b[k]
+        if differ.mean() > 0.005:
+            return False
+    return True
 
 
 @pytest.fixture(scope="module")
