@@ -16,6 +16,7 @@ from shared import settings as settings_schema
 from shared.cli import report_error, run_command
 from shared.errors import CODES, BackendError
 from shared.protocol import ENGINES
+from shared.raypool import Cluster, add_cluster_argument
 
 from .context import JobContext, JobResult, JobSpec
 from .jobs import make_scratch, remove_scratch
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--engine", choices=ENGINES, default="auto", help="auto picks step1x3d with a GPU and weights")
     gen.add_argument("--weights", help="folder or hub id of the Step1X-3D weights (default: the hub cache)")
     gen.add_argument("--json", action="store_true", help="print one JSON result line per job on stdout")
+    add_cluster_argument(gen)  # ray: one actor per GPU keeps its models; -o is then a folder or URL
     _add_setting_flags(gen)
     _add_plan_flags(gen)
 
@@ -217,6 +219,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     overrides = {s.name: getattr(args, s.name) for s in settings_schema.SETTINGS if getattr(args, s.name) is not None}
     images = _expand_inputs(args.inputs)
+    if args.cluster != "local":
+        return _generate_on_cluster(args, images, overrides)
     if not images:
         raise BackendError("invalid_request", "give an image (or a folder of images); a --mesh is textured from one")
     many = len(images) > 1
@@ -242,6 +246,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return report.last_status
     print(f"{len(images) - report.failures} of {len(images)} succeeded", file=sys.stderr)
     return CODES["batch_incomplete"].exit_status
+
+
+def _generate_on_cluster(args: argparse.Namespace, images: list[Path], overrides: dict) -> int:
+    """Images to GLBs in OUTPUT (a folder or URL) on Ray, resumable (backend/cluster.py)."""
+    from .cluster import generate_batch
+
+    where = Cluster.parse(args.cluster)
+    if args.mesh or not images:
+        raise BackendError("invalid_request", "--cluster runs images (files or folders), not --mesh")
+    runner = {"weights": args.weights, "plan": args.plan, "geometry_gpu": args.geometry_gpu,
+              "texture_gpu": args.texture_gpu, "offload": args.offload}
+    counts = generate_batch([str(i) for i in images], args.output or "out", args.engine, overrides, runner,
+                            where.address)
+    print(json.dumps(counts))
+    return CODES["batch_incomplete"].exit_status if counts["failed"] else 0
 
 
 def info_data(weights: str | None, plan: str = "auto", geometry_gpu: int | None = None,

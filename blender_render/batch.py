@@ -1,6 +1,7 @@
 """Render a folder or list of assets with persistent workers; resumable, nothing silently lost.
 
     python -m blender_render.batch LIST_OR_FOLDER OUTDIR --workers N [--gpus 0,1] [render options]
+    ... --cluster ray[:ADDRESS]   (the same workers inside Ray actors: blender_render/cluster.py)
 
 Each worker is a long-lived bpy process (blender_render.worker) that renders object after object,
 restarted after a crash, a timeout or `--max-tasks-per-worker` objects. Objects land in
@@ -25,10 +26,12 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from shared import jobs
+from shared import jobs, storage
+from shared.batchrun import drive, failure
 from shared.errors import BackendError
 from shared.jobs import Task
 from shared.progress import Progress
+from shared.raypool import Cluster, add_cluster_argument
 
 from . import outputs
 from .options import RenderOptions, add_render_arguments, options_from_args
@@ -161,116 +164,131 @@ def worker_command(blender: str | None) -> list[str]:
     return [sys.executable, "-m", "blender_render.worker"]
 
 
-class Batch:
-    """Feeds tasks to worker slots (one thread each), logs outcomes, retries, reports progress."""
+class WorkerSlot:
+    """One persistent bpy worker and the objects it renders, one at a time: started on first use,
+    restarted after a crash, a timeout or `max_tasks_per_worker` objects. A local batch runs one
+    slot per thread; on Ray each actor holds one (blender_render.cluster)."""
 
-    def __init__(self, out_root: Path, options: RenderOptions, config: BatchConfig, log: jobs.Log,
-                 progress: Progress):
-        self.out_root, self.options, self.config, self.log, self.progress = out_root, options, config, log, progress
-        self.tasks: queue.Queue = queue.Queue()
-        self.results: queue.Queue = queue.Queue()
-        self.workers: dict[int, Worker] = {}
-        self._lock = threading.Lock()
+    def __init__(self, slot: int, out_root: Path, options: RenderOptions, config: BatchConfig,
+                 log_dir: Path, on_start=None):
+        self.slot, self.out_root, self.config, self.log_dir, self.on_start = slot, out_root, config, log_dir, on_start
+        self.worker: Worker | None = None
+        self.options, self.env = self._slot_options(options)
 
-    def _slot_options(self, slot: int) -> tuple[RenderOptions, dict]:
+    def _slot_options(self, options: RenderOptions) -> tuple[RenderOptions, dict]:
         env = dict(os.environ, BLENDER_RENDER_PARENT=str(os.getpid()), PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_ROOT), env.get("PYTHONPATH")) if p)
-        options = self.options
         if self.config.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.config.gpus[slot % len(self.config.gpus)]
+            env["CUDA_VISIBLE_DEVICES"] = self.config.gpus[self.slot % len(self.config.gpus)]
             options = replace(options, device="gpu")
         elif options.threads == 0 and options.device == "cpu":
             options = replace(options, threads=max(1, (os.cpu_count() or 1) // self.config.workers))
         return options, env
 
-    def _start(self, slot: int, env: dict) -> Worker:
-        log_path = self.out_root / LOG_DIR / f"worker-{slot}.log"
-        worker = Worker(slot, worker_command(self.config.blender), env, log_path)
-        with self._lock:
-            self.workers[slot] = worker
+    def _start(self) -> Worker:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        worker = Worker(self.slot, worker_command(self.config.blender), self.env,
+                        self.log_dir / f"worker-{self.slot}.log")
+        self.worker = worker
         try:
             ready = worker.wait_ready(STARTUP_TIMEOUT)
         except WorkerGone as exc:
             tail = worker.log_tail(0)
             worker.kill()
+            self.worker = None
             raise WorkerGone("worker_crashed", f"worker failed to start: {exc}; log: {tail[-500:]}") from None
-        self.log.write("worker_start", slot=slot, pid=worker.pid, blender=ready.get("blender"))
+        if self.on_start:
+            self.on_start(slot=self.slot, pid=worker.pid, blender=ready.get("blender"))
         return worker
 
-    def _slot(self, slot: int) -> None:
-        options, env = self._slot_options(slot)
-        worker: Worker | None = None
-        while (task := self.tasks.get()) is not None:
-            started = time.monotonic()
+    def run(self, task: Task, out_dir: Path | None = None) -> dict:
+        """Render `task` into OUT_ROOT/<id> (or `out_dir`); returns the outcome, never raises."""
+        started = time.monotonic()
+        reply: dict = {}
+        try:
+            if self.worker is None or self.worker.tasks_done >= self.config.max_tasks_per_worker:
+                self.stop()
+                self._start()
+                started = time.monotonic()  # the object's time starts once a worker is ready
+            worker = self.worker
+            since = worker.log_size()
+            out_dir = out_dir or self.out_root / task.id
+            message = {"id": task.id, "input": str(task.input), "out": str(out_dir),
+                       "options": self.options.to_dict(), "attempt": task.attempt}
             try:
-                if worker is None or worker.tasks_done >= self.config.max_tasks_per_worker:
-                    if worker is not None:
-                        worker.stop()
-                    worker = None
-                    worker = self._start(slot, env)
-                    started = time.monotonic()  # the object's time starts once a worker is ready
-                since = worker.log_size()
-                message = {"id": task.id, "input": str(task.input), "out": str(self.out_root / task.id),
-                           "options": options.to_dict(), "attempt": task.attempt}
-                try:
-                    reply = worker.run(message, self.config.timeout)
-                except WorkerGone as exc:
-                    tail = worker.log_tail(since)
-                    worker.kill()
-                    worker = None
-                    reply = {"status": "failed", "error": {"code": exc.code, "message": str(exc)}, "log_tail": tail}
-            except WorkerGone as exc:  # could not start a worker at all
-                worker = None
-                reply = {"status": "failed", "error": {"code": exc.code, "message": str(exc)}}
-            except Exception as exc:  # a driver-side fault must not leave the batch waiting forever
-                if worker is not None:
-                    worker.kill()
-                worker = None
-                reply = {"status": "failed", "error": {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}}
-            reply["seconds"] = round(time.monotonic() - started, 3)
-            self.results.put((task, slot, reply))
-        if worker is not None:
-            worker.stop()
+                reply = worker.run(message, self.config.timeout)
+                reply["worker_pid"] = worker.pid
+            except WorkerGone as exc:
+                tail = worker.log_tail(since)
+                worker.kill()
+                outputs.drop_staging(out_dir, worker.pid)
+                self.worker = None
+                reply = failure(exc.code, str(exc), log_tail=tail, worker_pid=worker.pid)
+        except WorkerGone as exc:  # could not start a worker at all
+            reply = failure(exc.code, str(exc))
+        except Exception as exc:  # a driver-side fault must not leave the batch waiting forever
+            self.kill()
+            reply = failure("internal_error", f"{type(exc).__name__}: {exc}")
+        out = {k: reply[k] for k in _REPLY_KEYS if k in reply}
+        out.update(slot=self.slot, seconds=round(time.monotonic() - started, 3))
+        return out
 
-    def kill_all(self) -> None:
-        with self._lock:
-            workers = list(self.workers.values())
-        for w in workers:
-            try:
-                os.killpg(w.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        self.worker = None
 
-    def run(self, todo: list[Task]) -> dict:
-        counts = {"ok": 0, "failed": 0, "retried": 0}
-        if not todo:
-            return counts
-        for t in todo:
-            self.tasks.put(t)
-        slots = [threading.Thread(target=self._slot, args=(i,), daemon=True) for i in range(self.config.workers)]
-        for th in slots:
+    def kill(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+        self.worker = None
+
+
+_REPLY_KEYS = ("status", "error", "warnings", "views", "log_tail", "worker_pid")
+
+
+class LocalSlots:
+    """The local pool for `drive`: one thread per worker slot, fed from a queue."""
+
+    def __init__(self, out_root: Path, options: RenderOptions, config: BatchConfig, log: jobs.Log):
+        self.capacity = config.workers
+        self.tasks: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.slots = [WorkerSlot(i, out_root, options, config, out_root / LOG_DIR,
+                                 on_start=lambda **kw: log.write("worker_start", **kw)) for i in range(config.workers)]
+        self.threads = [threading.Thread(target=self._serve, args=(s,), daemon=True) for s in self.slots]
+        for th in self.threads:
             th.start()
-        outstanding = len(todo)
-        while outstanding:
-            task, slot, reply = self.results.get()
-            ok = reply["status"] == "ok"
-            error = reply.get("error") or {}
-            retry = not ok and error.get("code") in jobs.RETRIABLE and task.attempt <= self.config.retries
-            self.log.write("object", id=task.id, input=str(task.input), status=reply["status"], attempt=task.attempt,
-                           final=not retry, slot=slot, seconds=reply["seconds"],
-                           **{k: reply[k] for k in ("error", "warnings", "views", "log_tail") if k in reply})
-            if retry:
-                counts["retried"] += 1
-                self.tasks.put(replace(task, attempt=task.attempt + 1))
-                continue
-            outstanding -= 1
-            counts["ok" if ok else "failed"] += 1
-            self.progress.update(ok)
-        for _ in slots:
+
+    def _serve(self, slot: WorkerSlot) -> None:
+        while (task := self.tasks.get()) is not None:
+            self.results.put((task, slot.run(task)))
+        slot.stop()
+
+    def submit(self, task: Task):
+        self.tasks.put(task)
+        return task
+
+    def wait(self) -> list:
+        done = [self.results.get()]
+        while not self.results.empty():
+            done.append(self.results.get())
+        return done
+
+    def close(self) -> None:
+        for _ in self.threads:
             self.tasks.put(None)
-        for th in slots:
+        for th in self.threads:
             th.join()
-        return counts
+
+    def kill(self) -> None:
+        for slot in self.slots:
+            w = slot.worker
+            if w is not None:
+                try:
+                    os.killpg(w.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 def _lock(out_root: Path):
@@ -283,47 +301,64 @@ def _lock(out_root: Path):
     return handle
 
 
-def run_batch(source: Path, out_root: Path, options: RenderOptions, config: BatchConfig,
-              progress_stream=sys.stderr) -> dict:
-    """Render every object of `source` that OUT_ROOT does not hold yet. Returns the counts."""
+def run_batch(source: Path | str, out_root: Path | str, options: RenderOptions, config: BatchConfig,
+              progress_stream=sys.stderr, cluster: str = "local") -> dict:
+    """Render every object of `source` that OUT_ROOT does not hold yet. Returns the counts.
+    OUT_ROOT may be an fsspec URL with `--cluster ray` (actors render locally, then upload the
+    object's folder with meta.json last); the log then stays in ./render_log.jsonl."""
     if config.workers < 1 or config.timeout <= 0 or config.retries < 0 or config.max_tasks_per_worker < 1:
         raise BackendError("invalid_setting", "workers and max_tasks_per_worker must be >= 1, timeout > 0, "
                                               "retries >= 0")
-    tasks = jobs.make_tasks(jobs.list_inputs(source))
+    where = Cluster.parse(cluster)
+    remote_out = storage.is_url(out_root)
+    if (remote_out or storage.is_url(source)) and where.kind != "ray":
+        raise BackendError("invalid_setting", "input or output URLs need --cluster ray")
+    if not storage.exists(str(source)):
+        raise BackendError("input_not_found", f"{source} is neither a folder nor a list file")
+    local_root = Path(".") if remote_out else Path(out_root)
     try:
-        (out_root / LOG_DIR).mkdir(parents=True, exist_ok=True)
+        (local_root / LOG_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BackendError("output_unwritable", f"cannot create {out_root}: {exc}") from None
-    lock = _lock(out_root)
-    log = jobs.Log(out_root / LOG_NAME)
+    lock = _lock(local_root) if not remote_out else None
+    log = jobs.Log(local_root / LOG_NAME)
     try:
-        stale = outputs.clean_stale(out_root)
-        skip = jobs.final_failures(jobs.read_log(out_root / LOG_NAME)) if config.skip_failed else set()
-        todo, done = jobs.split_done(tasks, lambda t: outputs.is_complete(out_root / t.id), skip)
-        log.write("batch_start", pid=os.getpid(), source=str(source), objects=len(tasks), todo=len(todo),
-                  already_done=len(done), stale_removed=len(stale), workers=config.workers, gpus=list(config.gpus),
-                  timeout=config.timeout, retries=config.retries, options=options.to_dict())
-        progress = Progress(len(todo), progress_stream)
-        batch = Batch(out_root, options, config, log, progress)
+        stale = [] if remote_out else outputs.clean_stale(local_root)
+        skip_ids = jobs.final_failures(jobs.read_log(local_root / LOG_NAME)) if config.skip_failed else set()
+        total = sum(1 for _ in jobs.iter_tasks(str(source)))  # streamed: a count, not a list
+        log.write("batch_start", pid=os.getpid(), source=str(source), objects=total, stale_removed=len(stale),
+                  workers=config.workers, gpus=list(config.gpus), timeout=config.timeout, retries=config.retries,
+                  cluster=cluster, options=options.to_dict())
+        progress = Progress(total, progress_stream)
+        if where.kind == "ray":
+            from .cluster import render_pool
+
+            pool = render_pool(str(out_root), options, config, where.address)
+        else:
+            pool = LocalSlots(local_root, options, config, log)
+
         try:
-            counts = batch.run(todo)
+            summary = drive(jobs.iter_tasks(str(source)), pool, record=log.write, retries=config.retries,
+                            # on an object store the actors check instead: one HEAD each, in parallel
+                            is_done=None if remote_out else lambda t: outputs.is_complete(local_root / t.id),
+                            skip=lambda t: t.id in skip_ids, progress=progress)
         except BaseException:
-            batch.kill_all()
             log.write("batch_end", status="interrupted")
             raise
         progress.finish()
-        counts.update(objects=len(tasks), skipped=len(done))
+        counts = summary.as_dict()
         log.write("batch_end", status="done", **counts)
         return counts
     finally:
         log.close()
-        lock.close()
+        if lock:
+            lock.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m blender_render.batch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="a folder (searched recursively) or a list file (.txt/.json)")
-    parser.add_argument("out_root", type=Path, help="output root: one folder per object")
+    parser.add_argument("source", help="a folder (searched recursively) or a list file (.txt/.json); a path or URL")
+    parser.add_argument("out_root", help="output root: one folder per object (a URL such as s3://... with Ray)")
     d = BatchConfig()
     b = parser.add_argument_group("batch")
     b.add_argument("--workers", type=int, default=d.workers, help="worker processes (spread over --gpus)")
@@ -334,12 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--max-tasks-per-worker", type=int, default=d.max_tasks_per_worker)
     b.add_argument("--blender", default=d.blender, help="run workers in this Blender executable")
     b.add_argument("--skip-failed", action="store_true", help="do not retry objects that failed in earlier runs")
+    add_cluster_argument(b)
     add_render_arguments(parser)
     ns = parser.parse_args(argv)
     config = BatchConfig(ns.workers, ns.gpus, ns.timeout, ns.retries, ns.max_tasks_per_worker, ns.blender,
                          ns.skip_failed)
     try:
-        counts = run_batch(ns.source, ns.out_root, options_from_args(ns), config)
+        counts = run_batch(ns.source, ns.out_root, options_from_args(ns), config, cluster=ns.cluster)
     except BackendError as exc:
         print(f"error {exc}", file=sys.stderr)
         return exc.exit_status

@@ -82,6 +82,13 @@ def clean_stale(root: Path) -> list[Path]:
     return removed
 
 
+def drop_staging(out_dir: Path, pid: int) -> None:
+    """Remove the staging folders a killed worker (`pid`) left beside `out_dir`."""
+    out_dir = Path(out_dir)
+    for p in out_dir.parent.glob(f".{out_dir.name}{_STAGING_MARK}{pid}-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from shared.errors import BackendError
+from shared.storage import is_url, iter_source
 
 # Mesh and scene files a batch lists from a folder (what Blender's importers read).
 INPUT_FORMATS = ("glb", "gltf", "obj", "fbx", "ply", "stl", "usd", "usda", "usdc", "usdz", "abc", "blend")
+SUFFIXES = frozenset(f".{e}" for e in INPUT_FORMATS)
 # Failures worth another attempt: they may pass on a fresh worker. Bad input, bad settings and
 # failed output checks fail the same way every time.
 RETRIABLE = frozenset({"timeout", "worker_crashed", "internal_error", "out_of_memory"})
@@ -29,51 +29,38 @@ RETRIABLE = frozenset({"timeout", "worker_crashed", "internal_error", "out_of_me
 @dataclass(frozen=True)
 class Task:
     id: str
-    input: Path
+    input: str  # a path or an fsspec URL
     attempt: int = 1
 
 
-def object_id(path: Path) -> str:
-    path = Path(path)
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem).strip("._") or "object"
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+def object_id(path: Path | str) -> str:
+    """`<stem>-<8 hex of the absolute path, or of the URL>`."""
+    if is_url(path):
+        name, full = str(path).rstrip("/").rsplit("/", 1)[-1], str(path)
+    else:
+        name, full = Path(path).name, str(Path(path).resolve())
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._") or "object"
+    digest = hashlib.sha1(full.encode()).hexdigest()[:8]
     return f"{stem[:80]}-{digest}"
 
 
 def list_inputs(source: Path) -> list[Path]:
     """A folder (searched recursively for supported files), one asset file, or a list file: one
     path per line ('#' comments allowed) or a JSON array; relative entries are relative to the
-    list file."""
-    source = Path(source)
-    suffixes = {f".{e}" for e in INPUT_FORMATS}
-    if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-    if not source.is_file():
-        raise BackendError("input_not_found", f"{source} is neither a folder nor a list file")
-    if source.suffix.lower() in suffixes:
-        return [source]
-    try:
-        text = source.read_text()
-    except UnicodeDecodeError:
-        raise BackendError("input_unreadable", f"{source}: not a text list of paths") from None
-    if source.suffix.lower() == ".json":
-        try:
-            entries = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BackendError("input_unreadable", f"{source}: invalid JSON: {exc}") from None
-        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-            raise BackendError("input_unreadable", f"{source}: expected a JSON array of paths")
-    else:
-        entries = [line.strip() for line in text.splitlines()]
-        entries = [e for e in entries if e and not e.startswith("#")]
-    paths = [Path(e) if os.path.isabs(e) else source.parent / e for e in entries]
-    return list(dict.fromkeys(paths))  # keep the order, drop repeats
+    list file. Repeats are dropped. A batch streams `iter_tasks` instead."""
+    return list(dict.fromkeys(Path(p) for p in iter_source(str(source), SUFFIXES)))
+
+
+def iter_tasks(source: str) -> Iterator[Task]:
+    """The tasks of a folder, list file or URL, streamed (a ten-million-line list never sits in
+    memory; a repeated entry is caught by the done test or the driver's in-flight check)."""
+    return (Task(object_id(p), p) for p in iter_source(str(source), SUFFIXES))
 
 
 def make_tasks(paths: list[Path]) -> list[Task]:
     tasks: dict[str, Task] = {}
     for p in paths:
-        tasks.setdefault(object_id(p), Task(object_id(p), Path(p)))
+        tasks.setdefault(object_id(p), Task(object_id(p), str(p)))
     return list(tasks.values())
 
 

@@ -10,25 +10,29 @@ Each .npz holds the reference's keys (step1x3d-reference.md §5.2): `surface [N,
 positive inside) and `bounds [-1.05, 1.05]`. An .npz is written under a temporary name and
 renamed, so a killed run resumes where it stopped (complete files are skipped); every outcome
 goes to OUTDIR/prepare_log.jsonl and each failure's reason to stderr as well. Exit status 0 when
-every object is done, 1 when some failed.
+every object is done, 1 when some failed. `--cluster ray[:ADDRESS]` runs the objects in Ray actors
+(numba stays compiled between objects); MESH_OR_LIST and OUTDIR may then be fsspec URLs (s3://...).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from shared import storage
+from shared.batchrun import ProcessPool, SerialPool, drive, failure
 from shared.errors import BackendError
-from shared.jobs import Log, list_inputs, make_tasks, split_done
-from shared.lifetime import die_with_parent
+from shared.jobs import Log, Task, iter_tasks
 from shared.progress import Progress
+from shared.raypool import Cluster, RayPool, add_cluster_argument
 
 from .bvh import TriangleBVH
 from .meshes import load_mesh, normalisation, tidy
@@ -146,71 +150,84 @@ def prepare_file(source: Path, out_path: Path, options: PrepareOptions) -> dict:
     return prepared.info
 
 
-def _run_one(source: str, out_path: str, options: PrepareOptions) -> dict:
-    """Worker entry point: never raises, so a failure is reported with its code and trace."""
+def prepare_item(item: Task, out_dir: str, options: PrepareOptions, overwrite: bool = False) -> dict:
+    """Prepare one object wherever it lives (path or URL); never raises, so a failure is reported
+    with its code (and trace). Inputs on a URL are fetched to a scratch folder; the .npz is
+    written there and published in one PUT, or renamed into place on a local path. On an object
+    store the worker checks whether the .npz is there (the driver does not: one HEAD per object
+    in one thread would be its bottleneck)."""
     t0 = time.perf_counter()
+    out_path = storage.join(out_dir, f"{item.id}.npz")
     try:
-        info = prepare_file(Path(source), Path(out_path), options)
-        return {"status": "ok", "info": info, "seconds": round(time.perf_counter() - t0, 3)}
+        if storage.is_url(out_dir) and not overwrite and storage.exists(out_path):
+            return {"status": "skipped", "reason": "done", "output": out_path}
+        if not storage.is_url(item.input) and not storage.is_url(out_dir):
+            info = prepare_file(Path(item.input), Path(out_path), options)
+        else:
+            with tempfile.TemporaryDirectory(prefix="prepare-") as scratch:
+                source = storage.fetch(item.input, scratch) if storage.is_url(item.input) else item.input
+                local = Path(scratch) / "out" / f"{item.id}.npz"
+                local.parent.mkdir()
+                info = prepare_file(Path(source), local, options)
+                for produced in sorted(local.parent.iterdir(), key=lambda p: p == local):  # the .npz last
+                    storage.copy_out(str(produced), storage.join(out_dir, produced.name))
+        return {"status": "ok", "output": out_path, "info": info, "seconds": round(time.perf_counter() - t0, 3)}
     except BackendError as exc:
-        return {"status": "failed", "code": exc.code, "message": exc.message}
+        return failure(exc.code, exc.message)
+    except FileNotFoundError as exc:
+        return failure("input_not_found", str(exc))
     except MemoryError:
-        return {"status": "failed", "code": "out_of_memory", "message": "out of memory"}
+        return failure("out_of_memory", "out of memory")
     except Exception as exc:  # one broken asset must not stop a batch of thousands
         cause = exc
         while cause.__cause__ is not None:  # numba wraps a kernel's error in a SystemError
             cause = cause.__cause__
-        return {"status": "failed", "code": "internal_error", "message": f"{type(cause).__name__}: {cause}",
-                "trace": traceback.format_exc()[-4000:]}
+        return failure("internal_error", f"{type(cause).__name__}: {cause}", trace=traceback.format_exc()[-4000:])
 
 
-def run_batch(source: Path, out_dir: Path, options: PrepareOptions, workers: int = 1,
-              overwrite: bool = False) -> tuple[int, int]:
-    """Prepare every object not yet done; returns (ok, failed) counts for this run."""
+class PrepareWorker:
+    """A Ray actor's worker: numba's compiled kernels stay warm from one object to the next."""
+
+    def __init__(self, out_dir: str, options: PrepareOptions, overwrite: bool = False):
+        self.out_dir, self.options, self.overwrite = out_dir, options, overwrite
+
+    def __call__(self, item: Task) -> dict:
+        return prepare_item(item, self.out_dir, self.options, self.overwrite)
+
+
+def run_batch(source: Path | str, out_dir: Path | str, options: PrepareOptions, workers: int = 1,
+              overwrite: bool = False, cluster: str = "local") -> tuple[int, int]:
+    """Prepare every object not yet done; returns (ok, failed) counts for this run. The log (the
+    run's manifest) is OUTDIR/prepare_log.jsonl, or ./prepare_log.jsonl when OUTDIR is a URL."""
+    where = Cluster.parse(cluster)
+    out_dir = str(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(out_dir)
     except OSError as exc:
         raise BackendError("output_unwritable", f"cannot create {out_dir}: {exc}") from None
-    for stale in out_dir.glob(".*.tmp-*"):
-        stale.unlink(missing_ok=True)
-    tasks = make_tasks(list_inputs(source))
-    todo = tasks if overwrite else split_done(tasks, lambda t: (out_dir / f"{t.id}.npz").is_file())[0]
-    log = Log(out_dir / LOG_NAME)
-    log.write("batch", inputs=len(tasks), todo=len(todo), options=asdict(options))
-    progress = Progress(len(todo))
-    ok = failed = 0
-
-    def record(task, outcome: dict) -> None:
-        nonlocal ok, failed
-        log.write("object", id=task.id, input=str(task.input), output=str(out_dir / f"{task.id}.npz"), **outcome)
-        ok, failed = ok + (outcome["status"] == "ok"), failed + (outcome["status"] != "ok")
-        if outcome["status"] != "ok":  # the reason on the console too, not only in the log
-            progress.note(f"failed {task.input}: [{outcome['code']}] {outcome['message']}")
-        progress.update(outcome["status"] == "ok")
-
+    if not storage.is_url(out_dir):
+        for stale in Path(out_dir).glob(".*.tmp-*"):
+            stale.unlink(missing_ok=True)
+    stream = iter_tasks(str(source))
+    log = Log(Path(LOG_NAME) if storage.is_url(out_dir) else Path(out_dir) / LOG_NAME)
+    log.write("batch", source=str(source), out_dir=out_dir, cluster=cluster, workers=workers, options=asdict(options))
+    run = partial(prepare_item, out_dir=out_dir, options=options, overwrite=overwrite)
+    if where.kind == "ray":
+        pool = RayPool("backend.data.prepare:PrepareWorker",
+                       {"out_dir": out_dir, "options": options, "overwrite": overwrite}, max(1, workers),
+                       address=where.address)
+    else:
+        pool = ProcessPool(run, workers) if workers > 1 else SerialPool(run)
+    done = None if overwrite or storage.is_url(out_dir) else (lambda item: (Path(out_dir) / f"{item.id}.npz").is_file())
+    summary = None
+    progress = Progress(sum(1 for _ in iter_tasks(str(source))))  # a streamed count, not a list
     try:
-        if workers <= 1:
-            for t in todo:
-                record(t, _run_one(str(t.input), str(out_dir / f"{t.id}.npz"), options))
-        else:
-            # One object per worker process: a crash or a leak stays with its object.
-            # die_with_parent: a killed batch leaves no worker behind (its kernel signal follows
-            # the starting thread: here the main thread, or the pool's manager thread for the
-            # replacements, both alive as long as the pool)
-            with ProcessPoolExecutor(workers, max_tasks_per_child=1, initializer=die_with_parent,
-                                     initargs=(os.getpid(),)) as pool:
-                futures = {pool.submit(_run_one, str(t.input), str(out_dir / f"{t.id}.npz"), options): t for t in todo}
-                for future in as_completed(futures):
-                    try:
-                        outcome = future.result()
-                    except Exception as exc:  # the worker process died
-                        outcome = {"status": "failed", "code": "internal_error", "message": f"worker died: {exc}"}
-                    record(futures[future], outcome)
+        summary = drive(stream, pool, record=log.write, retries=1, is_done=done, progress=progress)
     finally:
         progress.finish()
-        log.write("done", ok=ok, failed=failed)
+        log.write("done", **(summary.as_dict() if summary else {"status": "interrupted"}))
         log.close()
-    return ok, failed
+    return summary.ok, summary.failed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -245,14 +262,16 @@ def options_from_args(ns: argparse.Namespace) -> PrepareOptions:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend.data.prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="mesh file, folder or list file")
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--workers", type=int, default=1, help="objects prepared in parallel (processes)")
+    parser.add_argument("source", help="mesh file, folder or list file (a path or an fsspec URL)")
+    parser.add_argument("out_dir", help="output folder (a path or an fsspec URL such as s3://bucket/prep)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="objects prepared in parallel (processes, or Ray actors with --cluster ray)")
+    add_cluster_argument(parser)
     parser.add_argument("--overwrite", action="store_true", help="redo objects that already have an .npz")
     add_arguments(parser)
     ns = parser.parse_args(argv)
     try:
-        ok, failed = run_batch(ns.source, ns.out_dir, options_from_args(ns), ns.workers, ns.overwrite)
+        ok, failed = run_batch(ns.source, ns.out_dir, options_from_args(ns), ns.workers, ns.overwrite, ns.cluster)
     except BackendError as exc:
         print(f"error {exc}", file=sys.stderr)
         return exc.exit_status

@@ -88,8 +88,10 @@ def test_killed_batch_resumes_with_every_object_once(assets, tmp_path):
     assert all(final[k] == v for k, v in first.items()), "a finished object was rendered again"
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".batch.lock"]
     records = _log(out)
-    starts = [r for r in records if r["event"] == "batch_start"]
-    assert starts[-1]["already_done"] == len(first)
+    ends = [r for r in records if r["event"] == "batch_end"]
+    assert ends[-1]["skipped"] == len(first)
+    last_start = max(i for i, r in enumerate(records) if r["event"] == "batch_start")
+    assert sorted(r["id"] for r in records[last_start:] if r["event"] == "skipped") == sorted(first)
     oks = [r["id"] for r in records if r["event"] == "object" and r["status"] == "ok"]
     assert sorted(set(oks)) == sorted(final) and len(oks) == len(set(oks))
     assert json.loads(second.stdout.strip().splitlines()[-1])["ok"] == len(names) - len(first)
@@ -133,8 +135,10 @@ def test_corrupt_missing_and_hanging_inputs_are_logged_while_the_rest_finish(ass
     assert "hang.glb" in by_input["hang.glb"]["log_tail"]  # the worker's own output comes with it
     assert by_input["BoxTextured.glb"]["status"] == "ok"
     assert list(_complete_objects(out)) == [by_input["BoxTextured.glb"]["id"]]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"ok": 1, "failed": 3, "retried": 0,
-                                                                  "objects": 4, "skipped": 0}
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {k: summary[k] for k in ("ok", "failed", "retried", "objects", "skipped")} == {
+        "ok": 1, "failed": 3, "retried": 0, "objects": 4, "skipped": 0}
+    assert summary["objects_per_min"] > 0
     # a rerun that skips final failures has nothing left to do
     again = run(BATCH[1:] + args + ["--skip-failed"], timeout=120)
     assert again.returncode == 0 and json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 4
@@ -145,6 +149,10 @@ def test_bad_batch_settings_and_sources(tmp_path):
     assert proc.returncode == 3 and "[input_not_found]" in proc.stderr
     proc = run(["-m", "blender_render.batch", str(tmp_path), str(tmp_path / "out"), "--workers", "0"])
     assert proc.returncode == 2 and "[invalid_setting]" in proc.stderr
+    for args in (["s3://bucket/list.txt", str(tmp_path / "out")], [str(tmp_path), "s3://bucket/out"],
+                 [str(tmp_path), str(tmp_path / "out"), "--cluster", "slurm"]):
+        proc = run(["-m", "blender_render.batch", *args])
+        assert proc.returncode == 2 and "[invalid_setting]" in proc.stderr, proc.stderr
 
 
 @pytest.mark.cuda

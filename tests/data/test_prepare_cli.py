@@ -37,13 +37,15 @@ def test_batch_resume_and_failures(tmp_path):
     log = [r for r in records(out) if r["event"] == "object"]
     status = {r["id"]: r for r in log}
     assert status[object_id(good)]["status"] == "ok"
-    assert status[object_id(bad)]["status"] == "failed" and status[object_id(bad)]["code"] == "input_unreadable"
+    assert status[object_id(bad)]["status"] == "failed" and status[object_id(bad)]["error"]["code"] == "input_unreadable"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
 
     mtime = npz.stat().st_mtime_ns
     assert prepare(listing, out) == 1
-    batches = [r for r in records(out) if r["event"] == "batch"]
-    assert batches[-1]["todo"] == 1  # only the failed one is tried again
+    last_run = records(out)[[r["event"] for r in records(out)].index("batch", 1):]
+    assert [r["id"] for r in last_run if r["event"] == "skipped"] == [object_id(good)]
+    assert [r["id"] for r in last_run if r["event"] == "object"] == [object_id(bad)]  # only the failed one again
+    assert last_run[-1]["event"] == "done" and last_run[-1]["skipped"] == 1 and last_run[-1]["failed"] == 1
     assert npz.stat().st_mtime_ns == mtime
 
     assert prepare(good, tmp_path / "single") == 0

@@ -1,0 +1,128 @@
+"""The generation engines as a Ray Serve deployment: one replica per GPU, across nodes.
+
+Each replica holds one JobRunner (its models stay resident) and runs one job at a time
+(`max_ongoing_requests=1`), as the local server's queue does. Jobs waiting for a replica queue in
+Serve's router, bounded by `max_queued`: past it a call fails at once with
+`BackPressureError`, which the HTTP layer answers with 429, like a full local queue. Cancelling
+the call (`DeploymentResponse.cancel()`) sets the job's cancel event, so the engine stops at its
+next step and the job ends with the `cancelled` code, exactly as a local cancel does.
+
+Hook for the HTTP API (not wired yet): the API's `backend.service.JobService` runs jobs on a local
+`JobQueue`; a replica-backed service would instead call `start(...)` once and, per job,
+`ServeEngines.submit(request)`, mapping `BackPressureError` (`ServeEngines.is_full`) to
+`queue_full`, `DELETE /v1/jobs/ID` to the response's `.cancel()`, and the answer to `done` or
+`error`. A request is the image's bytes plus the job's settings and the answer carries the GLB's
+bytes, so replicas on other nodes need no shared disk.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import BackendError
+
+from .context import JobContext
+from .jobs import JobRunner, make_scratch, make_spec, remove_scratch
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    image: bytes  # the reference image file's bytes (PNG, JPEG, ...)
+    image_name: str = "image.png"
+    engine: str = "auto"
+    settings: dict | None = None
+    job_id: str | None = None
+
+
+class EngineReplica:
+    """The deployment's body (kept free of Serve so it is testable alone)."""
+
+    def __init__(self, runner_options: dict | None = None):
+        import os
+
+        self.runner = JobRunner(**(runner_options or {}))
+        self.pid = os.getpid()
+        self.finished: dict[str, str] = {}  # job id -> "ok" or the error code, for status pages and tests
+
+    def _run(self, request: GenerateRequest, ctx: JobContext) -> dict:
+        t0 = time.perf_counter()
+        try:
+            result = self.runner.run(ctx)
+            self.finished[ctx.spec.job_id] = "ok"
+            return {"ok": True, "job_id": ctx.spec.job_id, "glb": Path(result.path).read_bytes(),
+                    "metadata": result.metadata, "replica_pid": self.pid, "seconds": round(time.perf_counter() - t0, 3)}
+        except BackendError as exc:
+            self.finished[ctx.spec.job_id] = exc.code
+            return {"ok": False, "job_id": ctx.spec.job_id, "code": exc.code, "message": exc.message,
+                    "replica_pid": self.pid}
+
+    async def __call__(self, request: GenerateRequest) -> dict:
+        work = make_scratch()
+        try:
+            image = work / Path(request.image_name).name
+            image.write_bytes(request.image)
+            try:
+                spec = make_spec(image=str(image), output=str(work / "out" / "model.glb"), engine=request.engine,
+                                 settings=request.settings, job_id=request.job_id)
+            except BackendError as exc:
+                return {"ok": False, "job_id": request.job_id, "code": exc.code, "message": exc.message,
+                        "replica_pid": self.pid}
+            ctx = JobContext(spec=spec, work_dir=work / "job")
+            ctx.work_dir.mkdir()
+            job = asyncio.get_running_loop().run_in_executor(None, self._run, request, ctx)
+            try:
+                return await asyncio.shield(job)
+            except asyncio.CancelledError:
+                ctx.cancel_event.set()  # the engine raises `cancelled` at its next step
+                await asyncio.wait([job])  # the scratch folder goes only once the job let go of it
+                raise
+        finally:
+            remove_scratch(work)
+
+    def outcomes(self) -> tuple[int, dict[str, str]]:
+        return self.pid, dict(self.finished)
+
+
+def deployment(num_replicas: int, gpus_per_replica: float, max_queued: int, cpus_per_replica: float = 1.0):
+    """The Serve deployment class with its limits."""
+    from ray import serve
+
+    return serve.deployment(EngineReplica, name="engines", num_replicas=num_replicas, max_ongoing_requests=1,
+                            max_queued_requests=max_queued,
+                            ray_actor_options={"num_gpus": gpus_per_replica, "num_cpus": cpus_per_replica})
+
+
+class ServeEngines:
+    """What the HTTP layer calls instead of its local queue."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def submit(self, request: GenerateRequest):
+        return self.handle.remote(request)
+
+    @staticmethod
+    def is_full(exc: BaseException) -> bool:
+        """Whether a failed submit means 'every replica busy and the queue full' (answer 429)."""
+        return type(exc).__name__ == "BackPressureError"
+
+
+def start(num_replicas: int | None = None, max_queued: int = 8, runner_options: dict | None = None,
+          address: str | None = None) -> ServeEngines:
+    """Deploy the engines on the Ray cluster at `address` (or a local one): by default one replica
+    per GPU, or one CPU replica when the cluster has none. Serve's own HTTP proxy stays off: the
+    backend's API is the only door."""
+    import ray
+    from ray import serve
+
+    from shared.raypool import connect
+
+    connect(address)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    replicas = num_replicas or max(1, gpus)
+    serve.start(proxy_location="Disabled")
+    app = deployment(replicas, 1.0 if gpus else 0.0, max_queued, cpus_per_replica=0.0 if gpus else 1.0)
+    handle = serve.run(app.bind(runner_options), name="step1x3d", route_prefix=None, blocking=False)
+    return ServeEngines(handle)

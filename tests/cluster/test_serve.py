@@ -1,0 +1,72 @@
+"""Serving many artists: two preview-engine replicas under a local Ray instance (CPU). Two jobs
+run at once on different replicas, a third waits in the bounded queue, a fourth is refused at
+once (back-pressure: the HTTP layer's 429), a running job is cancelled at its next step and a
+queued one never runs."""
+from __future__ import annotations
+
+import io
+import uuid
+
+import pytest
+import trimesh
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+
+@pytest.fixture(scope="module")
+def engines():
+    from backend.serving import start
+    from shared.raypool import connect
+
+    connect(None, num_cpus=2)
+    yield start(num_replicas=2, max_queued=1)
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    from tests.backend.synth import striped_ellipse
+
+    buf = io.BytesIO()
+    Image.fromarray(striped_ellipse(96)[0]).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_two_replicas_queue_limit_and_cancel(engines):
+    from ray.serve.exceptions import RequestCancelledError
+
+    from backend.serving import GenerateRequest
+
+    image = _png()
+    ids = [uuid.uuid4().hex[:8] for _ in range(4)]
+    settings = {"face_count": 1500, "texture": False}
+    calls = []
+    for i, job_id in enumerate(ids):
+        calls.append(engines.submit(GenerateRequest(image, engine="preview", settings=settings, job_id=job_id)))
+        if i < 2:
+            calls[-1]._to_object_ref_sync(_timeout_s=120)  # returns once a replica has taken the job
+    with pytest.raises(Exception) as refused:  # two running, one queued: the fourth is turned away
+        calls[3].result(timeout_s=60)
+    assert engines.is_full(refused.value)
+    calls[2].cancel()  # queued: never runs
+    calls[0].cancel()  # running: stops at its next step
+    first = calls[1].result(timeout_s=300)
+    with pytest.raises(RequestCancelledError):
+        calls[0].result(timeout_s=300)
+    assert first["ok"] and first["job_id"] == ids[1]
+    assert len(trimesh.load(io.BytesIO(first["glb"]), file_type="glb", force="mesh").faces) == 1500
+    seen: dict[int, dict] = {}
+    for _ in range(40):  # calls land on either replica: ask until both answered
+        pid, finished = engines.handle.outcomes.remote().result(timeout_s=60)
+        seen[pid] = finished
+        if len(seen) == 2 and ids[0] in {k for f in seen.values() for k in f}:
+            break
+    assert len(seen) == 2  # two replicas
+    outcomes = {k: v for f in seen.values() for k, v in f.items()}
+    assert outcomes[ids[1]] == "ok"
+    assert outcomes[ids[0]] == "cancelled"
+    assert ids[2] not in outcomes and ids[3] not in outcomes
+    assert [pid for pid, f in seen.items() if ids[1] in f] != [pid for pid, f in seen.items() if ids[0] in f]
