@@ -28,6 +28,7 @@ from pathlib import Path
 
 from shared import jobs, storage
 from shared.batchrun import drive, failure
+from shared.cli import run_command
 from shared.errors import BackendError
 from shared.jobs import Task
 from shared.progress import Progress
@@ -374,16 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     config = BatchConfig(ns.workers, ns.gpus, ns.timeout, ns.retries, ns.max_tasks_per_worker, ns.blender,
                          ns.skip_failed)
-    try:
+
+    def body() -> int:
         counts = run_batch(ns.source, ns.out_root, options_from_args(ns), config, cluster=ns.cluster)
-    except BackendError as exc:
-        print(f"error {exc}", file=sys.stderr)
-        return exc.exit_status
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    print(json.dumps(counts))
-    return 1 if counts["failed"] else 0
+        print(json.dumps(counts))
+        return 1 if counts["failed"] else 0
+
+    return run_command(body, "interrupted; rerun the same command to resume")
 
 
 if __name__ == "__main__":

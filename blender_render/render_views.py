@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a file by `blender -b -P`: make the repo
 import bpy  # noqa: E402  (first of the heavy imports: pymeshlab before bpy breaks bpy)
 import numpy as np  # noqa: E402
 
+from shared.cli import run_command  # noqa: E402
 from shared.errors import BackendError  # noqa: E402
 
 from blender_render import encoding, meta, outputs, scene  # noqa: E402
@@ -213,18 +214,19 @@ def main(argv: list[str] | None = None) -> int:
         ns = parser.parse_args(args)
     except SystemExit as exc:  # argparse exits 2 on bad flags; keep that status
         return int(exc.code or 0)
-    try:
-        result = render_object(ns.input, ns.out_dir, options_from_args(ns))
-    except BackendError as exc:
-        print(f"error {exc}", file=sys.stderr)
-        return exc.exit_status
-    except ChecksFailed as exc:
-        print(f"error [{exc.code}] {exc}", file=sys.stderr)
-        return exc.exit_status
-    for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    print(f"ok: {result.out_dir} ({result.views} views, {result.seconds:.2f} s, {len(result.warnings)} warnings)")
-    return 0
+
+    def body() -> int:
+        try:
+            result = render_object(ns.input, ns.out_dir, options_from_args(ns))
+        except ChecksFailed as exc:
+            print(f"error [{exc.code}] {exc}", file=sys.stderr)
+            return exc.exit_status
+        for w in result.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print(f"ok: {result.out_dir} ({result.views} views, {result.seconds:.2f} s, {len(result.warnings)} warnings)")
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import numpy as np
 
 from shared import storage
 from shared.batchrun import ProcessPool, SerialPool, drive, failure
+from shared.cli import run_command
 from shared.errors import BackendError
 from shared.jobs import Log, Task, iter_tasks
 from shared.progress import Progress
@@ -270,13 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="redo objects that already have an .npz")
     add_arguments(parser)
     ns = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         ok, failed = run_batch(ns.source, ns.out_dir, options_from_args(ns), ns.workers, ns.overwrite, ns.cluster)
-    except BackendError as exc:
-        print(f"error {exc}", file=sys.stderr)
-        return exc.exit_status
-    print(f"{ok} prepared, {failed} failed -> {ns.out_dir}")
-    return 1 if failed else 0
+        print(f"{ok} prepared, {failed} failed -> {ns.out_dir}")
+        return 1 if failed else 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

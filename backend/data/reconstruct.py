@@ -24,6 +24,7 @@ from backend.geometry.marching import marching_cubes
 from backend.geometry.pipeline import finish_mesh
 from backend.geometry.vae import ShapeVAE
 from backend.geometry.volume import decode_coarse_to_fine
+from shared.cli import run_command
 from shared.errors import BackendError
 
 from .bvh import TriangleBVH
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepare-resolution", type=int, default=256, help="watertight lattice for mesh inputs")
     parser.add_argument("--metrics", action="store_true", help="print input/reconstruction distances as JSON")
     ns = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         if not ns.input.is_file():
             raise BackendError("input_not_found", f"{ns.input} does not exist")
         options = replace(PrepareOptions(), watertight=WatertightOptions(resolution=ns.prepare_resolution, device=ns.device))
@@ -119,11 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         write_atomically(ns.output, data if isinstance(data, bytes) else data.encode())
         if ns.metrics:
             print(json.dumps(surface_distances(surface, result.vertices, result.faces)))
-    except BackendError as exc:
-        print(f"error {exc}", file=sys.stderr)
-        return exc.exit_status
-    print(f"ok: {ns.output} ({len(result.faces)} faces)")
-    return 0
+        print(f"ok: {ns.output} ({len(result.faces)} faces)")
+        return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":
