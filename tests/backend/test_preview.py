@@ -194,3 +194,17 @@ def test_lod_chain_stops_where_a_mesh_cannot_be_coarsened():
     chain = lod_chain(mesh, 2)
     assert all(len(b.faces) < len(a.faces) for a, b in zip([mesh, *chain], chain))
     assert chain == []
+
+
+def test_same_silhouette_gives_the_same_mesh():
+    """The medial axis breaks ties at random unless told otherwise: the same image must give the
+    same mesh every run (a rectangle with a notch has many tied skeleton pixels)."""
+    from backend.engines.preview.inflate import inflate
+
+    alpha = np.zeros((96, 128), np.float32)
+    alpha[20:76, 16:112] = 1.0
+    alpha[40:56, 60:68] = 0.0
+    runs = [inflate(alpha, grid=64) for _ in range(3)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other.vertices, runs[0].vertices)
+        np.testing.assert_array_equal(other.faces, runs[0].faces)

@@ -64,7 +64,9 @@ class Inflated:
 
 def union_of_balls_height(mask: np.ndarray) -> np.ndarray:
     """Height above the image plane of the union of the medial balls (0 outside the mask)."""
-    skeleton, radius = morphology.medial_axis(mask, return_distance=True)
+    # a fixed tie-breaking generator: scikit-image draws a fresh one per call otherwise, and the same
+    # image gave a different skeleton (so a different mesh) from run to run
+    skeleton, radius = morphology.medial_axis(mask, return_distance=True, rng=0)
     height_sq = np.zeros(mask.shape, np.float64)
     radii = np.round(radius[skeleton]).astype(np.int64)
     for r in np.unique(radii):
