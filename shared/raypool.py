@@ -71,8 +71,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     env = {"PYTHONPATH": os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)}
-    ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-             runtime_env={"env_vars": env}, log_to_driver=False)
+    # a local instance listens on loopback only; a cluster's address says where its head is
+    local = {"num_cpus": num_cpus, "_node_ip_address": "127.0.0.1"} if address is None else {}
+    ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False, **local)
 
 
 class RayPool:

@@ -26,6 +26,8 @@ ADVICE: dict[str, str] = {
     "cancelled": "The job was cancelled.",
     "backend_unavailable": "The backend is not running or stopped answering. Check the interpreter in the add-on "
                            "preferences, then press Start in the panel.",
+    "batch_incomplete": "Some inputs of the batch failed; each failure is listed with its reason, the others were written.",
+    "disk_full": "There is not enough free disk space for this. Free some space or choose another folder, then try again.",
     "background_unclear": "The object could not be cut out of its background. Use a PNG with a transparent "
                           "background or a plainer backdrop, or download the background model "
                           "(`python -m backend download`).",

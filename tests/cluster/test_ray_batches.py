@@ -3,9 +3,11 @@ costs only its in-flight object (retried, then every object exactly once), a kil
 resumes, and inputs and outputs on S3 (a moto server on loopback) round-trip and resume."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import threading
@@ -28,6 +30,7 @@ from .conftest import BUCKET
 ROOT = Path(__file__).resolve().parents[2]
 FAST = PrepareOptions(watertight=WatertightOptions(resolution=24, views=6, view_resolution=48), num_surface=300,
                       num_sharp=300, num_near=200, num_volume=200)
+N_KILLED = 8  # objects of the killed-driver test
 FAST_ARGS = ["--resolution", "24", "--views", "6", "--view-resolution", "48", "--num-surface", "300",
              "--num-sharp", "300", "--num-near", "200", "--num-volume", "200"]
 
@@ -101,7 +104,11 @@ def test_killed_actor_costs_only_its_object(tmp_path, ray_address):
 def test_driver_killed_mid_batch_resumes_exactly_once(meshes, tmp_path, ray_address):
     out = tmp_path / "out"
     listing = tmp_path / "list.txt"
-    listing.write_text("".join(f"{meshes / n}\n" for n in ("box.glb", "ball.ply", "can.obj")))
+    copies = tmp_path / "in"  # enough objects that the kill lands part-way on a fast machine too
+    copies.mkdir()
+    for i in range(N_KILLED):
+        shutil.copy(meshes / "ball.ply", copies / f"ball{i}.ply")
+    listing.write_text("".join(f"{copies / f'ball{i}.ply'}\n" for i in range(N_KILLED)))
     cmd = [sys.executable, "-m", "backend.data.prepare", str(listing), str(out), "--workers", "1",
            "--cluster", f"ray:{ray_address}", *FAST_ARGS]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -113,13 +120,17 @@ def test_driver_killed_mid_batch_resumes_exactly_once(meshes, tmp_path, ray_addr
         proc.kill()
         proc.wait()
     first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz")}
-    assert 1 <= len(first) < 3, "the kill should land part-way"
+    assert 1 <= len(first) < N_KILLED, "the kill should land part-way"
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     final = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npz")}
-    assert len(final) == 3 and all(final[k] == v for k, v in first.items())
-    oks = [r["id"] for r in _objects(out / LOG_NAME) if r["status"] == "ok"]
-    assert sorted(oks) == sorted(set(oks)) and len(oks) == 3  # each object committed and counted once
+    assert len(final) == N_KILLED and all(final[k] == v for k, v in first.items())
+    records = read_log(out / LOG_NAME)
+    oks = [r["id"] for r in records if r["event"] == "object" and r["status"] == "ok"]
+    # an object the killed driver saw committed but had not logged yet is found done by the rerun
+    found_done = [r["id"] for r in records if r["event"] == "skipped" and r["reason"] == "done"]
+    assert len(oks) == len(set(oks)), "no object is prepared twice"
+    assert sorted(set(oks) | set(found_done)) == sorted(p.stem for p in out.glob("*.npz"))
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
@@ -193,7 +204,8 @@ def render_list(assets, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_renders(render_list, tmp_path_factory):
-    pytest.importorskip("bpy")
+    if importlib.util.find_spec("bpy") is None:  # not imported here: pymeshlab, loaded earlier, breaks bpy's embree
+        pytest.skip("the bpy module is not installed")
     out = tmp_path_factory.mktemp("render-local")
     counts = _render(render_list, out)
     assert counts["ok"] == 3

@@ -25,7 +25,7 @@ check = dict(state=RUNTIME.info_state, text=RUNTIME.info_text)
 ret = bpy.ops.step1x3d.generate(timeout=240)
 records = history.loads(scene.step1x3d.history)
 obj = bpy.data.objects[records[0].object_name]
-generate = dict(ret=sorted(ret), glb=records[0].glb, exists=os.path.isfile(records[0].glb), seed=obj["step1x3d_seed"],
+generate = dict(ret=sorted(ret), glb=records[0].glb, exists=os.path.isfile(records[0].glb), seed=obj.get("step1x3d_seed"), ignored=obj["step1x3d_ignored_settings"].to_dict(),
                 faces=len(obj.data.polygons), engine=obj["step1x3d_engine"], state=RUNTIME.state,
                 in_blend="server_token" in str(scene.step1x3d.history))
 
@@ -67,7 +67,8 @@ def test_remote_mode_through_bpy(tmp_path, png):
     assert r["check"]["state"] == "ok" and "engines: preview, step1x3d" in r["check"]["text"]
     g = r["generate"]
     assert g["ret"] == ["FINISHED"] and g["exists"] and g["glb"].startswith(str(tmp_path / "generations"))
-    assert g["seed"] == 11 and g["engine"] == "preview" and 0 < g["faces"] <= 500 and not g["in_blend"]
+    # the preview engine has no randomness: the panel's seed reaches it and is recorded as ignored, not applied
+    assert g["seed"] is None and g["ignored"].get("seed") == 11 and g["engine"] == "preview" and 0 < g["faces"] <= 500 and not g["in_blend"]
     assert g["state"] == "ready"
     assert r["cancel"] == {"job": "cancelled", "same": True}
     assert r["failures"]["token"]["code"] == "unauthorized" and "token" in r["failures"]["token"]["notice"]

@@ -58,7 +58,7 @@ def test_job_end_to_end(client, png):
 
     state = client.get(f"/v1/jobs/{job}", headers=auth(TOKEN_A)).json()
     assert state["state"] == "done" and state["error"] is None and state["step"] == state["total"]
-    assert state["metadata"]["settings"]["seed"] == 7 if "settings" in state["metadata"] else True
+    assert state["metadata"]["ignored_settings"]["seed"] == 7 and "seed" not in state["metadata"]["settings"]
     glb = client.get(done["path"], headers=auth(TOKEN_A))
     assert glb.status_code == 200 and glb.headers["content-type"] == "model/gltf-binary"
     assert glb.content[:4] == b"glTF" and len(glb.content) > 1000
