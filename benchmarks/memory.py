@@ -30,7 +30,7 @@ from backend.context import JobContext
 from backend.engines import step1x3d
 from backend.jobs import make_spec
 from backend.runtime import devices
-from backend.runtime.plan import MARGIN_GB, geometry_peak_gb, texture_peak_gb
+from backend.runtime.plan import MARGIN_GIB, geometry_peak_gib, texture_peak_gib
 from benchmarks.common import GIB, device_used_reader, idle_device_bytes, print_table
 from benchmarks.geometry import input_image
 from benchmarks.pipeline import RandomWeightsEngine
@@ -143,9 +143,9 @@ def main() -> None:
                       if s in peaks.device]
         print_table(f"job {job + 1} per stage peaks, GiB ({card}, views {args.view}, octree {args.octree}; device "
                     f"used over idle by {peaks.source})", stage_rows, ("stage", "torch reserved", "device over idle"))
-    geo, tex = geometry_peak_gb(settings), texture_peak_gb(settings)
-    print(f"plan estimates (backend/runtime/plan.py, GB as the plan counts them): geometry {geo:.1f}, texture {tex:.1f}, "
-          f"margin {MARGIN_GB:.1f}; resident need {geo + tex + MARGIN_GB:.1f}, offloaded need {max(geo, tex) + MARGIN_GB:.1f}")
+    geo, tex = geometry_peak_gib(settings), texture_peak_gib(settings)
+    print(f"plan estimates (backend/runtime/plan.py, GiB): geometry {geo:.1f}, texture {tex:.1f}, "
+          f"margin {MARGIN_GIB:.1f}; resident need {geo + tex + MARGIN_GIB:.1f}, offloaded need {max(geo, tex) + MARGIN_GIB:.1f}")
     print_table(f"{card}: jobs, plan {args.plan}, offload {args.offload}", rows,
                 ("job", "outcome", "seconds", "device peak over idle GiB", "plan"))
     engine.close()

@@ -26,24 +26,42 @@ from .devices import GpuInfo
 PLANS = ("auto", "single", "multi", "split", "cpu")
 OFFLOAD = ("auto", "cpu", "release", "none")
 GIB = 1024**3
-MARGIN_GB = 1.0  # CUDA context, allocator slack
+
+# What the estimates below are fitted to, in GiB (2**30 bytes): benchmarks/RESULTS.md, "One H200,
+# 2026-12-04", "Memory and smaller cards" (benchmarks/memory.py: full-size random weights, base model,
+# octree 384, 768 px views, 2 jobs; an emulated card caps torch's allocator at the card minus the context).
+MEASURED_GIB = {
+    "context": 0.70,  # CUDA context + cuBLAS, outside torch's allocator; mem_get_info's free reading excludes it
+    "geometry_allocated": 6.55,  # geometry benchmark, max_memory_allocated of the whole stage
+    "geometry_reserved_capped": 8.75,  # torch reserved in the geometry stage, --card 16 and --card 24
+    "texture_reserved_capped": 14.70,  # --card 16 --offload cpu: allocator capped at 15.3 GiB; completes
+    "texture_reserved_uncapped": 17.66,  # --card 24: the caching allocator keeps what it may
+    "card16_device_peak": 15.78,  # --card 16, job 1, device used over idle (context included), under 16 GiB
+    "resident_device_peak": 23.14,  # both stages resident, fast paths, whole H200, device used over idle
+}
+# Memory the device holds at the peak beyond torch's reserve and the context (workspaces, warp):
+# 15.78 - 0.70 - 14.70 = 0.38 GiB on the emulated 16 GiB card, rounded up with some slack. The context
+# itself is not charged: the plan compares against the free reading, which already lacks it.
+MARGIN_GIB = 0.5
 
 
-def geometry_peak_gb(settings: Mapping[str, Any]) -> float:
-    """bf16 weights (DiT 2.6, VAE 0.4, DINO 0.6; label model: + CLIP 0.9) + activations and the
-    float32 SDF lattice, which grows with the cube of the octree resolution."""
-    weights = 3.6 + (0.9 if settings.get("model", "label") == "label" else 0.0)
+def geometry_peak_gib(settings: Mapping[str, Any]) -> float:
+    """bf16 weights (DiT 2.4, VAE 0.4, DINO 0.55 GiB; label model: + CLIP 0.85) + the float32 SDF lattice,
+    which grows with the cube of the octree resolution, + activations and the allocator's cache, fitted so
+    that the base model at octree 384 gives the reserve measured under a cap (MEASURED_GIB)."""
+    weights = 3.35 + (0.85 if settings.get("model", "label") == "label" else 0.0)
     lattice = (int(settings.get("octree_resolution", 384)) + 1) ** 3 * 4 * 3 / GIB
-    return weights + 2.0 + lattice
+    return weights + 4.76 + lattice
 
 
-def texture_peak_gb(settings: Mapping[str, Any]) -> float:
-    """fp16 weights (UNet 5.1, text encoders 1.6, adapter 1.8, VAE 0.3) + the batch-12 UNet
-    activations and the reference cache, both proportional to the view area."""
+def texture_peak_gib(settings: Mapping[str, Any]) -> float:
+    """fp16 weights (UNet 4.75, text encoders 1.5, adapter 1.65, VAE 0.3 GiB) + the batch-12 UNet
+    activations and the reference cache, both proportional to the view area, fitted so that 768 px gives
+    the reserve measured under a 15.3 GiB cap (MEASURED_GIB; uncapped the allocator keeps more)."""
     if not settings.get("texture", True):
         return 0.0
     area = (int(settings.get("view_resolution", 768)) / 768.0) ** 2
-    return 8.8 + 8.6 * area
+    return 8.2 + 6.5 * area
 
 
 @dataclass(frozen=True)
@@ -78,23 +96,33 @@ class DevicePlan:
         return f"multi: geometry on {self.geometry_device}, texture on {self.texture_device}{spare}, all resident"
 
 
-def _free_gb(gpu: GpuInfo) -> float:
+def _free_gib(gpu: GpuInfo) -> float:
     return gpu.free_bytes / GIB
 
 
-def _largest_view_that_fits(budget_gb: float, settings: Mapping[str, Any]) -> int | None:
+def _largest_view_that_fits(budget_gib: float, settings: Mapping[str, Any]) -> int | None:
     for size in (1024, 896, 768, 640, 512, 384):
-        if texture_peak_gb({**settings, "view_resolution": size}) + MARGIN_GB <= budget_gb:
+        if texture_peak_gib({**settings, "view_resolution": size}) + MARGIN_GIB <= budget_gib:
             return size
     return None
 
 
+def _what_fits(gpu: GpuInfo, settings: Mapping[str, Any]) -> str:
+    """The nearest setting that would fit this GPU, as advice for a refusal."""
+    if not settings.get("texture", True):
+        return "; only the cpu plan would fit"
+    size = _largest_view_that_fits(_free_gib(gpu), settings)
+    if size:
+        return f"; view_resolution {size} would fit"
+    if geometry_peak_gib(settings) + MARGIN_GIB <= _free_gib(gpu):
+        return "; no view resolution fits, geometry alone (texture off) would fit"
+    return "; no view resolution fits, only the cpu plan would fit"
+
+
 def _refuse(what: str, need: float, gpu: GpuInfo, settings: Mapping[str, Any], hint: str = "") -> BackendError:
-    fits = _largest_view_that_fits(_free_gb(gpu), settings)
-    advice = f"; view_resolution {fits} would fit" if fits and settings.get("texture", True) else ""
     return BackendError("out_of_memory",
-                        f"{what} needs about {need:.1f} GB on cuda:{gpu.index} and {_free_gb(gpu):.1f} GB are free"
-                        f"{advice}{hint}")
+                        f"{what} needs about {need:.1f} GiB on cuda:{gpu.index} and {_free_gib(gpu):.1f} GiB are free"
+                        f"{_what_fits(gpu, settings)}{hint}")
 
 
 def make_plan(kind: str, gpus: list[GpuInfo], settings: Mapping[str, Any], *, geometry_gpu: int | None = None,
@@ -114,12 +142,12 @@ def make_plan(kind: str, gpus: list[GpuInfo], settings: Mapping[str, Any], *, ge
     geo = by_index.get(geometry_gpu if geometry_gpu is not None else gpus[0].index)
     if geo is None:
         raise BackendError("invalid_setting", f"no GPU cuda:{geometry_gpu}; found {', '.join(str(i) for i in by_index)}")
-    geo_need, tex_need = geometry_peak_gb(settings), texture_peak_gb(settings)
+    geo_need, tex_need = geometry_peak_gib(settings), texture_peak_gib(settings)
     if kind == "single":
         if offload == "auto":
-            offload = "none" if geo_need + tex_need + MARGIN_GB <= _free_gb(geo) else "cpu"
-        need = (max(geo_need, tex_need) if offload != "none" else geo_need + tex_need) + MARGIN_GB
-        if need > _free_gb(geo):
+            offload = "none" if geo_need + tex_need + MARGIN_GIB <= _free_gib(geo) else "cpu"
+        need = (max(geo_need, tex_need) if offload != "none" else geo_need + tex_need) + MARGIN_GIB
+        if need > _free_gib(geo):
             raise _refuse("the single plan", need, geo, settings,
                           "" if offload != "none" else "; offloading idle models (offload cpu) would lower the peak")
         return DevicePlan("single", f"cuda:{geo.index}", f"cuda:{geo.index}", offload)
@@ -131,12 +159,12 @@ def make_plan(kind: str, gpus: list[GpuInfo], settings: Mapping[str, Any], *, ge
         raise BackendError("invalid_setting", f"the {kind} plan needs two different GPUs")
     if kind == "split":  # both stages resident on each GPU (the second holds the networks' replicas)
         for gpu in (geo, tex):
-            if geo_need + tex_need + MARGIN_GB > _free_gb(gpu):
-                raise _refuse("the split plan", geo_need + tex_need + MARGIN_GB, gpu, settings)
+            if geo_need + tex_need + MARGIN_GIB > _free_gib(gpu):
+                raise _refuse("the split plan", geo_need + tex_need + MARGIN_GIB, gpu, settings)
         return DevicePlan("split", f"cuda:{geo.index}", f"cuda:{geo.index}", "none", cfg_device=f"cuda:{tex.index}")
-    if geo_need + MARGIN_GB > _free_gb(geo):
-        raise _refuse("geometry", geo_need + MARGIN_GB, geo, settings)
-    if tex_need + MARGIN_GB > _free_gb(tex):
-        raise _refuse("texture", tex_need + MARGIN_GB, tex, settings)
-    spare = geo_need + tex_need + MARGIN_GB <= _free_gb(geo)
+    if geo_need + MARGIN_GIB > _free_gib(geo):
+        raise _refuse("geometry", geo_need + MARGIN_GIB, geo, settings)
+    if tex_need + MARGIN_GIB > _free_gib(tex):
+        raise _refuse("texture", tex_need + MARGIN_GIB, tex, settings)
+    spare = geo_need + tex_need + MARGIN_GIB <= _free_gib(geo)
     return DevicePlan("multi", f"cuda:{geo.index}", f"cuda:{tex.index}", "none", texture_on_geometry_gpu=spare)
