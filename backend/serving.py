@@ -19,14 +19,14 @@ import asyncio
 import os
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import BackendError
 
 from .context import JobContext, JobResult
-from .jobs import JobRunner, make_scratch, make_spec, remove_scratch
+from .job_queue import JobQueue
+from .jobs import JobRunner, Pending, make_scratch, make_spec, remove_scratch
 
 
 @dataclass(frozen=True)
@@ -128,62 +128,19 @@ def start(num_replicas: int | None = None, max_queued: int = 8, runner_options: 
     return ServeEngines(handle, replicas)
 
 
-class ServeQueue:
-    """`JobService`'s executor on Serve replicas: `JobQueue`'s interface, `replicas` lanes, each
-    running one job at a time on the deployment. Progress is coarse: one event as a replica takes
-    the job and one as its GLB is back (the replica's own steps are not streamed)."""
+class ServeRunner:
+    """`JobQueue`'s runner on Serve replicas: a job runs whole on one replica (no local engines).
+    Progress is coarse: one event as the job is sent to a replica and one as its GLB is back (the
+    replica's own steps are not streamed)."""
 
-    def __init__(self, engines: ServeEngines, hooks, poll_seconds: float = 0.2):
-        self.engines, self.hooks, self.poll_seconds = engines, hooks, poll_seconds
-        self._fresh: deque = deque()
-        self._cond = threading.Condition()
-        self._closed = False
+    def __init__(self, engines: ServeEngines, poll_seconds: float = 0.2):
+        self.engines, self.poll_seconds = engines, poll_seconds
 
-    def put(self, job) -> None:
-        with self._cond:
-            if self._closed:
-                raise BackendError("invalid_request", "the job queue is closed")
-            self._fresh.append(job)
-            self._cond.notify_all()
+    def start(self, ctx: JobContext) -> Pending:
+        return Pending(time.perf_counter(), result=self._run(ctx))
 
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def withdraw(self, job) -> str | None:
-        """Take out a job no lane has started ("queued"); a running one stops through its cancel event."""
-        with self._cond:
-            if job in self._fresh:
-                self._fresh.remove(job)
-                return "queued"
-        return None
-
-    def run(self) -> None:
-        lanes = [threading.Thread(target=self._lane, name=f"serve-lane-{i}", daemon=True)
-                 for i in range(1, self.engines.replicas)]
-        for lane in lanes:
-            lane.start()
-        self._lane()
-        for lane in lanes:
-            lane.join()
-
-    def _lane(self) -> None:
-        while True:
-            with self._cond:
-                while not self._fresh and not self._closed:
-                    self._cond.wait()
-                if not self._fresh:
-                    return
-                job = self._fresh.popleft()
-            ctx = self.hooks.begin(job)
-            if ctx is None:
-                continue
-            try:
-                outcome: JobResult | BackendError = self._run(ctx)
-            except BackendError as err:
-                outcome = err
-            self.hooks.end(job, ctx, outcome)
+    def finish(self, ctx: JobContext, pending: Pending, device: str | None = None) -> JobResult:
+        return pending.result
 
     def _run(self, ctx: JobContext) -> JobResult:
         from ray.serve.exceptions import RequestCancelledError
@@ -219,3 +176,21 @@ class ServeQueue:
         os.replace(temp, spec.output)  # never a half GLB under the result's name
         ctx.on_progress("cluster", 1, 1, f"done on replica pid {answer['replica_pid']}")
         return JobResult(spec.output, answer["metadata"])
+
+
+class ServeQueue(JobQueue):
+    """`JobService`'s executor on Serve: the same FIFO, cancel and close as the local queue, with
+    one lane per replica, so each replica runs one job and the rest wait (and are cancelled) here."""
+
+    def __init__(self, engines: ServeEngines, hooks):
+        super().__init__(ServeRunner(engines), hooks)
+        self.replicas = engines.replicas
+
+    def run(self) -> None:
+        lanes = [threading.Thread(target=self._lane, kwargs={"starts": True, "slot": None}, daemon=True,
+                                  name=f"serve-lane-{i}") for i in range(1, self.replicas)]
+        for lane in lanes:
+            lane.start()
+        self._lane(starts=True, slot=None)
+        for lane in lanes:
+            lane.join()
