@@ -91,7 +91,19 @@ def cmd_http(args: argparse.Namespace, host: str, port: int) -> int:
         sweep_seconds=args.sweep_seconds, web=not args.no_web, default_engine=args.engine,
         limits=Limits(image_bytes=int(args.max_image_mb * (1 << 20)), mesh_bytes=int(args.max_mesh_mb * (1 << 20)),
                       max_jobs=args.max_jobs))
-    return serve_http(options, _runner(args))
+    return serve_http(options, _runner(args), _serve_executor(args))
+
+
+def _serve_executor(args: argparse.Namespace):
+    """`--cluster ray[:ADDRESS]`: the jobs run on Ray Serve replicas, one per GPU (backend/serving.py)."""
+    where = Cluster.parse(getattr(args, "cluster", "local"))
+    if where.kind == "local":
+        return None
+    from .serving import ServeQueue, start
+
+    engines = start(max_queued=args.max_jobs, address=where.address,
+                    runner_options={"weights": args.weights, "offload": args.offload})
+    return lambda service: ServeQueue(engines, service)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_flags(srv)
 
     _add_http_flags(srv, with_address=True)
+    add_cluster_argument(srv)  # with --http, ray: the jobs run on Ray Serve replicas, one per GPU
     web = sub.add_parser("web", help="the web page and HTTP API on this computer (loopback only)")
     web.add_argument("--port", type=int, default=8188, help="port on 127.0.0.1 (default 8188)")
     web.add_argument("--engine", choices=ENGINES, default="auto", help="default engine of the page's jobs")
@@ -404,6 +417,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return cmd_http(args, "127.0.0.1", args.port)
     if args.command == "serve":
         from .server import serve
+
+        if Cluster.parse(args.cluster).kind != "local":
+            raise BackendError("invalid_request", "--cluster ray serves the HTTP API: add --http HOST:PORT")
 
         return serve(default_engine=args.engine, runner=_runner(args))
     if args.command == "info":

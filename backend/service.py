@@ -3,9 +3,10 @@
 `JobService` owns one job queue (backend/job_queue.py) and its engines, and tells a `Sink` what
 happens with the protocol's own event objects (`accepted`, `progress`, `artifact`, `done`,
 `error`). The JSON-lines server (backend/server.py) writes them to stdout; the HTTP API
-(backend/http) keeps them per job for its state, SSE streams and result store. Whatever drives
-the engines (one thread here, a Ray Serve replica later) only needs this small interface:
-`submit`, `cancel`, `status`, `run`, `stop`.
+(backend/http) keeps them per job for its state, SSE streams and result store. Front doors only
+need this small interface: `submit`, `cancel`, `status`, `run`, `stop`. What runs the admitted jobs
+is pluggable (`executor`): by default the local `JobQueue` on this process's engines; the HTTP
+API's `--cluster ray` hands them to Ray Serve replicas instead (backend/serving.py's `ServeQueue`).
 """
 from __future__ import annotations
 
@@ -32,9 +33,11 @@ class QueuedJob:
 
 
 class JobService:
-    def __init__(self, runner: JobRunner, sink: Sink, default_engine: str = "auto", max_jobs: int | None = None):
+    def __init__(self, runner: JobRunner, sink: Sink, default_engine: str = "auto", max_jobs: int | None = None,
+                 executor: Callable[["JobService"], Any] | None = None):
         """`max_jobs`: queued plus running jobs admitted at once (None: unbounded); one more is
-        refused with `queue_full`."""
+        refused with `queue_full`. `executor(self)` builds what runs the jobs: an object with
+        `JobQueue`'s `put`, `withdraw`, `run` and `close` that calls this service's `begin`/`end`."""
         self.runner, self.sink = runner, sink
         self.default_engine, self.max_jobs = default_engine, max_jobs
         self._lock = threading.Lock()  # guards the job bookkeeping
@@ -42,7 +45,7 @@ class JobService:
         self._running: list[QueuedJob] = []  # started, in order (two at once under the multi plan)
         self._known: set[str] = set()
         self._seconds: list[float] = []  # durations of recent jobs, for `retry_after`
-        self.jobs = JobQueue(runner, self, pipelined=runner.pipelined())
+        self.jobs = executor(self) if executor else JobQueue(runner, self, pipelined=runner.pipelined())
 
     # ---- front-door operations ----
     def submit(self, *, image: str | None = None, mesh: str | None = None, output: str | None = None,

@@ -7,24 +7,26 @@ Serve's router, bounded by `max_queued`: past it a call fails at once with
 the call (`DeploymentResponse.cancel()`) sets the job's cancel event, so the engine stops at its
 next step and the job ends with the `cancelled` code, exactly as a local cancel does.
 
-Hook for the HTTP API (not wired yet): the API's `backend.service.JobService` runs jobs on a local
-`JobQueue`; a replica-backed service would instead call `start(...)` once and, per job,
-`ServeEngines.submit(request)`, mapping `BackPressureError` (`ServeEngines.is_full`) to
-`queue_full`, `DELETE /v1/jobs/ID` to the response's `.cancel()`, and the answer to `done` or
-`error`. A request is the image's bytes plus the job's settings and the answer carries the GLB's
-bytes, so replicas on other nodes need no shared disk.
+The HTTP API runs on it with `python -m backend serve --http HOST:PORT --cluster ray[:ADDRESS]`:
+its `JobService` keeps its own queue, limits and events, and `ServeQueue` hands each admitted
+job to a replica, at most one per replica at a time, so queued jobs wait (and are cancelled) in
+the front door's queue. A request is the image's bytes plus the job's settings and the answer
+carries the GLB's bytes, so replicas on other nodes need no shared disk.
 """
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from shared.errors import BackendError
 
-from .context import JobContext
-from .jobs import JobRunner, make_scratch, make_spec, remove_scratch
+from .context import JobContext, JobResult
+from .job_queue import JobQueue
+from .jobs import JobRunner, Pending, make_scratch, make_spec, remove_scratch
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,6 @@ class EngineReplica:
     """The deployment's body (kept free of Serve so it is testable alone)."""
 
     def __init__(self, runner_options: dict | None = None):
-        import os
-
         self.runner = JobRunner(**(runner_options or {}))
         self.pid = os.getpid()
         self.finished: dict[str, str] = {}  # job id -> "ok" or the error code, for status pages and tests
@@ -97,8 +97,8 @@ def deployment(num_replicas: int, gpus_per_replica: float, max_queued: int, cpus
 class ServeEngines:
     """What the HTTP layer calls instead of its local queue."""
 
-    def __init__(self, handle):
-        self.handle = handle
+    def __init__(self, handle, replicas: int = 1):
+        self.handle, self.replicas = handle, replicas
 
     def submit(self, request: GenerateRequest):
         return self.handle.remote(request)
@@ -125,4 +125,72 @@ def start(num_replicas: int | None = None, max_queued: int = 8, runner_options: 
     serve.start(proxy_location="Disabled")
     app = deployment(replicas, 1.0 if gpus else 0.0, max_queued, cpus_per_replica=0.0 if gpus else 1.0)
     handle = serve.run(app.bind(runner_options), name="step1x3d", route_prefix=None, blocking=False)
-    return ServeEngines(handle)
+    return ServeEngines(handle, replicas)
+
+
+class ServeRunner:
+    """`JobQueue`'s runner on Serve replicas: a job runs whole on one replica (no local engines).
+    Progress is coarse: one event as the job is sent to a replica and one as its GLB is back (the
+    replica's own steps are not streamed)."""
+
+    def __init__(self, engines: ServeEngines, poll_seconds: float = 0.2):
+        self.engines, self.poll_seconds = engines, poll_seconds
+
+    def start(self, ctx: JobContext) -> Pending:
+        return Pending(time.perf_counter(), result=self._run(ctx))
+
+    def finish(self, ctx: JobContext, pending: Pending, device: str | None = None) -> JobResult:
+        return pending.result
+
+    def _run(self, ctx: JobContext) -> JobResult:
+        from ray.serve.exceptions import RequestCancelledError
+
+        spec = ctx.spec
+        if spec.mesh is not None:
+            raise BackendError("invalid_request", "texturing a given mesh is not served on a Ray cluster yet")
+        ctx.step("cluster", 0, 1, "sent to a Ray Serve replica")
+        request = GenerateRequest(spec.image.read_bytes(), image_name=spec.image.name, engine=spec.engine,
+                                  settings=spec.settings, job_id=spec.job_id)
+        try:
+            response, cancelled = self.engines.submit(request), False
+            while True:
+                if ctx.cancel_event.is_set() and not cancelled:
+                    response.cancel()  # the replica stops its engine at the next step
+                    cancelled = True
+                try:
+                    answer = response.result(timeout_s=self.poll_seconds)
+                    break
+                except TimeoutError:
+                    continue
+        except RequestCancelledError:
+            raise BackendError("cancelled", f"job {spec.job_id} was cancelled") from None
+        except Exception as exc:  # noqa: BLE001 - every cluster failure becomes a coded error
+            if self.engines.is_full(exc):
+                raise BackendError("queue_full", "every engine replica is busy and their queue is full; retry later") from None
+            raise BackendError("backend_unavailable", f"the Ray Serve replica failed: {exc}") from None
+        if not answer["ok"]:
+            raise BackendError(answer["code"], answer["message"])
+        spec.output.parent.mkdir(parents=True, exist_ok=True)
+        temp = spec.output.with_name(f".{spec.output.name}.{os.getpid()}.part")
+        temp.write_bytes(answer["glb"])
+        os.replace(temp, spec.output)  # never a half GLB under the result's name
+        ctx.on_progress("cluster", 1, 1, f"done on replica pid {answer['replica_pid']}")
+        return JobResult(spec.output, answer["metadata"])
+
+
+class ServeQueue(JobQueue):
+    """`JobService`'s executor on Serve: the same FIFO, cancel and close as the local queue, with
+    one lane per replica, so each replica runs one job and the rest wait (and are cancelled) here."""
+
+    def __init__(self, engines: ServeEngines, hooks):
+        super().__init__(ServeRunner(engines), hooks)
+        self.replicas = engines.replicas
+
+    def run(self) -> None:
+        lanes = [threading.Thread(target=self._lane, kwargs={"starts": True, "slot": None}, daemon=True,
+                                  name=f"serve-lane-{i}") for i in range(1, self.replicas)]
+        for lane in lanes:
+            lane.start()
+        self._lane(starts=True, slot=None)
+        for lane in lanes:
+            lane.join()

@@ -58,8 +58,9 @@ def cached(fn: Callable[[], dict[str, Any]], seconds: float = 10.0) -> Callable[
     return call
 
 
-def build(options: HttpOptions, runner: JobRunner):
-    """The app and its job service (not started): tests and the web page's own launcher use it."""
+def build(options: HttpOptions, runner: JobRunner, executor: Callable[[JobService], Any] | None = None):
+    """The app and its job service (not started): tests and the web page's own launcher use it.
+    `executor`: what runs the jobs instead of the local queue (JobService's seam)."""
     from ..cli import info_data
 
     tokens = load_tokens(options.token_file)
@@ -68,7 +69,7 @@ def build(options: HttpOptions, runner: JobRunner):
                         budget_bytes=int(options.keep_gb * (1 << 30)))
     book = JobBook(store)
     service = JobService(runner, book.sink, default_engine=options.default_engine,
-                         max_jobs=options.limits.max_jobs)
+                         max_jobs=options.limits.max_jobs, executor=executor)
     plan = runner.plan_options
     ctx = ApiContext(service=service, book=book, tokens=Tokens(tokens), limits=options.limits,
                      info=cached(lambda: info_data(runner.weights, plan["plan"], plan["geometry_gpu"],
@@ -85,10 +86,10 @@ def build(options: HttpOptions, runner: JobRunner):
     return app, ctx
 
 
-def serve_http(options: HttpOptions, runner: JobRunner) -> int:
+def serve_http(options: HttpOptions, runner: JobRunner, executor: Callable[[JobService], Any] | None = None) -> int:
     import uvicorn
 
-    app, ctx = build(options, runner)
+    app, ctx = build(options, runner, executor)
     jobs = threading.Thread(target=ctx.service.run, name="job-loop", daemon=True)
     jobs.start()
     where = f"http://{options.host}:{options.port}"

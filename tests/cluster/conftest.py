@@ -28,7 +28,7 @@ def s3():
 
     fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = endpoint  # fsspec read the env on import
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
-    fs.mkdir(BUCKET)
+    fs.makedirs(BUCKET, exist_ok=True)  # moto keeps its buckets per process, across modules
     yield fs
     fsspec.config.conf["s3"].pop("endpoint_url", None)
     for k, v in saved.items():
