@@ -279,6 +279,13 @@ def _generate_on_cluster(args: argparse.Namespace, images: list[Path], overrides
 def info_data(weights: str | None, plan: str = "auto", geometry_gpu: int | None = None,
               texture_gpu: int | None = None, offload: str = "auto") -> dict:
     """What `info --json` prints (the HTTP API's /v1/info answers the same)."""
+    return _gather_info(weights, plan, geometry_gpu, texture_gpu, offload)[0]
+
+
+def _gather_info(weights: str | None, plan: str, geometry_gpu: int | None, texture_gpu: int | None,
+                 offload: str) -> tuple:
+    """(info_data's dict, the GPUs, the weights status): the devices are queried and the weights'
+    files checked once, for both the JSON and the text form."""
     from .runtime.devices import cuda_devices
     from .runtime.weights import find_weights
 
@@ -296,23 +303,22 @@ def info_data(weights: str | None, plan: str = "auto", geometry_gpu: int | None 
                               texture_gpu=texture_gpu, offload=offload).describe()
     except BackendError as err:
         plan_text = f"refused: {err.message}"
-    return {
+    found = find_weights(weights)
+    data = {
         "engines": list(ENGINES[1:]),
         "auto": auto_text,
         "plan": plan_text,
         "gpus": [vars(g) for g in gpus],
-        "weights": find_weights(weights).as_dict(),
+        "weights": found.as_dict(),
         "background_remover": _remover_info(),
         "python": sys.version.split()[0],
     }
+    return data, gpus, found
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .runtime.devices import cuda_devices
-    from .runtime.weights import find_weights
-
-    data = info_data(args.weights, args.plan, args.geometry_gpu, args.texture_gpu, args.offload)
-    gpus, weights, auto_text, plan_text = cuda_devices(), find_weights(args.weights), data["auto"], data["plan"]
+    data, gpus, weights = _gather_info(args.weights, args.plan, args.geometry_gpu, args.texture_gpu, args.offload)
+    auto_text, plan_text = data["auto"], data["plan"]
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
