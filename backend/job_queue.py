@@ -69,6 +69,7 @@ class JobQueue:
         """Take a job out if no lane holds it: "queued" (never started) or "between" (its second
         stage had not started; reported here as cancelled). None: not waiting (running or done)."""
         with self._cond:
+            self._cond.notify_all()  # a lane waiting for this job may be done once it is gone
             if job in self._fresh:
                 self._fresh.remove(job)
                 return "queued"

@@ -1,6 +1,7 @@
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def _exit_blocking_threads() -> set[threading.Thread]:
+    """Threads the interpreter waits for at exit. Executor threads are left out: their own exit
+    hook stops them once their work is done."""
+    from concurrent.futures import process, thread
+
+    return {t for t in threading.enumerate()
+            if t.is_alive() and not t.daemon and t is not threading.main_thread()
+            and getattr(t, "_target", None) is not thread._worker
+            and not isinstance(t, process._ExecutorManagerThread)}
+
+
+@pytest.fixture(autouse=True)
+def no_thread_outlives_its_test():
+    """A non-daemon thread left waiting keeps pytest from exiting after its summary (CI then times
+    out with every test green): fail the test that left it, naming the thread."""
+    before = _exit_blocking_threads()
+    yield
+    left = _exit_blocking_threads() - before
+    for _ in range(50):  # a thread that was told to stop may need a moment
+        if not left:
+            return
+        threading.Event().wait(0.1)
+        left = {t for t in left if t.is_alive()}
+    pytest.fail("left running, and would block the interpreter's exit: " + ", ".join(sorted(t.name for t in left)))
 
 
 @pytest.fixture(scope="session")

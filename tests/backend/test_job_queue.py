@@ -163,14 +163,16 @@ def test_a_job_withdrawn_between_its_stages_is_reported_cancelled(tmp_path, imag
     worker = threading.Thread(target=queue.run)
     worker.start()
     assert runner.event("j1", "first").wait(WAIT_S)
-    where = None
-    for _ in range(1000):  # j1's first stage may still be finishing
-        where = queue.withdraw(jobs[1])
-        if where:
-            break
+    for _ in range(1000):  # until j1's first stage is over and the geometry lane waits for work
+        with queue._cond:
+            if not queue._first_stages_running and queue._between:
+                break
         threading.Event().wait(0.01)
+    threading.Event().wait(0.05)
+    where = queue.withdraw(jobs[1])
     release.set()
     worker.join(WAIT_S)
+    assert not worker.is_alive(), "the geometry lane kept waiting for the withdrawn job"
     assert where == "between"
     assert isinstance(hooks.outcomes["j1"], BackendError) and hooks.outcomes["j1"].code == "cancelled"
     assert ("j1", "second") not in {(j, s) for j, s, _, _ in runner.log}
