@@ -21,7 +21,7 @@ from backend.mesh.uv import unwrap
 from backend.mesh.workers import call_native, shared_workers
 from backend.runtime import fast
 from backend.runtime.devices import cuda_devices
-from backend.runtime.models import ModelCache
+from backend.runtime.models import LOADING, ModelCache
 from backend.runtime.plan import DevicePlan, make_plan
 from backend.runtime.weights import GEOMETRY_COMPONENT, WeightsStatus, find_weights, required_components
 from shared.errors import BackendError
@@ -89,18 +89,27 @@ class Step1X3DEngine:
                        lambda pipe: pipe.modules)
         return cache.get(f"geometry-{variant}")
 
-    def _texture(self, cache: ModelCache, device: str | None = None):
+    def _register_texture(self, cache: ModelCache) -> None:
         from backend.texture.mv_pipeline import MultiViewPipeline
         from backend.texture.stage import TextureStage
 
         found = cache.weights.found
 
         def load(device: torch.device) -> TextureStage:
-            pipe = MultiViewPipeline.load(base=str(found["sdxl-base"]), vae=str(found["sdxl-vae"]),
-                                          adapter=str(found["texture-adapter"]), device=device)
+            with _on(str(device)):  # also when a prefetch thread loads it
+                pipe = MultiViewPipeline.load(base=str(found["sdxl-base"]), vae=str(found["sdxl-vae"]),
+                                              adapter=str(found["texture-adapter"]), device=device)
             return TextureStage(pipe)
 
         cache.register("texture", "texture", load, lambda stage: stage.modules)
+
+    def _prefetch_texture(self, cache: ModelCache, plan: DevicePlan) -> None:
+        """The texture models load on a background thread while this job's geometry stage runs."""
+        self._register_texture(cache)
+        cache.prefetch("texture", plan.texture_device)
+
+    def _texture(self, cache: ModelCache, device: str | None = None):
+        self._register_texture(cache)
         return cache.get("texture", device)
 
     def close(self) -> None:
@@ -124,12 +133,16 @@ class Step1X3DEngine:
         cache = self._cache(plan, weights)
         ctx.step("preprocess", 0, 1, plan.describe())
         if spec.mesh is not None:
+            self._prefetch_texture(cache, plan)
             prepared = prepare_image(spec.image, s["remove_background"], s["foreground_ratio"],
                                      device=plan.geometry_device)
             return Shape(*load_mesh(spec.mesh), prepared, plan, {})  # checked readable by make_spec
         with _on(plan.geometry_device):
             pipe = self._geometry(cache, s["model"])
-            accelerate(pipe.denoiser, plan)
+            with LOADING:  # the fast paths may build modules: not while a load swaps their constructors
+                accelerate(pipe.denoiser, plan)
+            if s["texture"]:
+                self._prefetch_texture(cache, plan)
             options = GeometryOptions.from_settings(s)
             if s["texture"]:
                 options.face_budget = None  # the texture stage decimates in a worker, overlapping the denoising
@@ -163,7 +176,8 @@ class Step1X3DEngine:
         meta["texture_device"] = device
         with _on(device):
             stage = self._texture(self.cache, device)
-            accelerate(stage.pipeline.unet, shape.plan)
+            with LOADING:
+                accelerate(stage.pipeline.unet, shape.plan)
             cut = np.asarray(shape.image.rgba)  # straight colour: the stage composites on its own grey
             rgb, alpha = np.ascontiguousarray(cut[..., :3]), cut[..., 3].astype(np.float32) / 255.0
             textured = stage.run(ctx, shape.vertices, shape.faces, rgb, alpha)  # emits the `views` artifact itself
