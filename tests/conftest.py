@@ -38,6 +38,15 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore:The TBB threading layer requires TBB version")
 
 
+def pytest_unconfigure(config):
+    """Should the interpreter still not exit 5 minutes after the summary (a thread or an exit hook
+    waiting forever), print every thread's stack and exit with status 1: a red run that says why,
+    instead of a CI job that times out with every test green."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(300, exit=True)
+
+
 def pytest_collection_modifyitems(config, items):
     if _has_cuda():
         return
