@@ -290,7 +290,7 @@ def _gather_info(weights: str | None, plan: str, geometry_gpu: int | None, textu
     from .runtime.weights import find_weights
 
     from . import engines
-    from .runtime.plan import make_plan
+    from .runtime.plan import make_plan, plan_choices
 
     gpus = cuda_devices()
     try:
@@ -304,10 +304,13 @@ def _gather_info(weights: str | None, plan: str, geometry_gpu: int | None, textu
     except BackendError as err:
         plan_text = f"refused: {err.message}"
     found = find_weights(weights)
+    choices = plan_choices(gpus, settings_schema.defaults(), geometry_gpu=geometry_gpu, texture_gpu=texture_gpu,
+                           offload=offload)
     data = {
         "engines": list(ENGINES[1:]),
         "auto": auto_text,
         "plan": plan_text,
+        "plans": [vars(c) for c in choices],
         "gpus": [vars(g) for g in gpus],
         "weights": found.as_dict(),
         "background_remover": _remover_info(),
@@ -325,6 +328,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"engines: {', '.join(data['engines'])}; auto -> {auto_text}")
     print("GPUs: " + ("; ".join(g.describe() for g in gpus) if gpus else "none (CPU only)"))
     print(f"device plan: {plan_text}")
+    print("plans (--plan; auto picks single on one GPU, multi on two):")
+    for c in data["plans"]:
+        print(f"  {c['kind']:<7}{'fits' if c['fits'] else 'refused':<9}{c['goal']}: {c['detail']}")
     print(f"weights: {weights.describe()}")
     for name, path in weights.found.items():
         print(f"  {name}: {path}")

@@ -24,6 +24,13 @@ from shared.errors import BackendError
 from .devices import GpuInfo
 
 PLANS = ("auto", "single", "multi", "split", "cpu")
+# What each plan is for, as `info` tells it (auto picks single on one GPU, multi on two).
+GOALS = {
+    "single": "one GPU, jobs one after another",
+    "multi": "two GPUs, throughput of many jobs (geometry and texture apart, jobs pipelined)",
+    "split": "two GPUs, latency of one job (each guided step halved across them)",
+    "cpu": "no GPU, float32 on the CPU (tiny configurations; far too slow for the full models)",
+}
 OFFLOAD = ("auto", "cpu", "release", "none")
 GIB = 1024**3
 
@@ -168,3 +175,26 @@ def make_plan(kind: str, gpus: list[GpuInfo], settings: Mapping[str, Any], *, ge
         raise _refuse("texture", tex_need + MARGIN_GIB, tex, settings)
     spare = geo_need + tex_need + MARGIN_GIB <= _free_gib(geo)
     return DevicePlan("multi", f"cuda:{geo.index}", f"cuda:{tex.index}", "none", texture_on_geometry_gpu=spare)
+
+
+@dataclass(frozen=True)
+class PlanChoice:
+    """One plan as `info` lists it: what it is for, and whether it fits this machine."""
+
+    kind: str
+    goal: str
+    fits: bool
+    detail: str  # the plan's description, or why it is refused
+
+
+def plan_choices(gpus: list[GpuInfo], settings: Mapping[str, Any], *, geometry_gpu: int | None = None,
+                 texture_gpu: int | None = None, offload: str = "auto") -> list[PlanChoice]:
+    """Every plan for `settings` on `gpus`, checked as `make_plan` checks it."""
+    choices = []
+    for kind, goal in GOALS.items():
+        try:
+            plan = make_plan(kind, gpus, settings, geometry_gpu=geometry_gpu, texture_gpu=texture_gpu, offload=offload)
+            choices.append(PlanChoice(kind, goal, True, plan.describe()))
+        except BackendError as err:
+            choices.append(PlanChoice(kind, goal, False, err.message))
+    return choices

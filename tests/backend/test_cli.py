@@ -116,3 +116,6 @@ def test_info_reports_engines_devices_and_weights(tmp_path):
     assert isinstance(data["gpus"], list)
     assert "geometry-label" in data["weights"]["missing"]
     assert data["auto"].startswith("preview") or data["gpus"]
+    plans = {p["kind"]: p for p in data["plans"]}
+    assert list(plans) == ["single", "multi", "split", "cpu"] and plans["cpu"]["fits"]
+    assert "latency" in plans["split"]["goal"] and "throughput" in plans["multi"]["goal"]

@@ -130,3 +130,19 @@ def test_memory_estimates_grow_with_resolution():
     assert texture_peak_gib({**s, "view_resolution": 1024}) > texture_peak_gib(s) > texture_peak_gib({**s, "view_resolution": 512})
     assert geometry_peak_gib({**s, "octree_resolution": 512}) > geometry_peak_gib(s)
     assert geometry_peak_gib({**s, "model": "label"}) > geometry_peak_gib({**s, "model": "base"})
+
+
+def test_plan_choices_say_which_plan_fits_which_goal():
+    from backend.runtime.plan import plan_choices
+
+    s = defaults()
+    two = {c.kind: c for c in plan_choices([gpu(0, 70), gpu(1, 70)], s)}
+    assert [k for k, c in two.items() if c.fits] == ["single", "multi", "split", "cpu"]
+    assert "throughput" in two["multi"].goal and "latency" in two["split"].goal
+    assert two["split"].detail == make_plan("split", [gpu(0, 70), gpu(1, 70)], s).describe()
+    one = {c.kind: c for c in plan_choices([gpu(0, 70)], s)}
+    assert [k for k, c in one.items() if c.fits] == ["single", "cpu"]
+    assert "needs two GPUs" in one["split"].detail and "needs two GPUs" in one["multi"].detail
+    small = {c.kind: c for c in plan_choices([gpu(0, 8, 8), gpu(1, 8, 8)], s)}
+    assert [k for k, c in small.items() if c.fits] == ["cpu"]
+    assert "needs about" in small["single"].detail  # what it needs, as make_plan refuses it
