@@ -90,17 +90,19 @@ class ModelCache:
             slot.loading = done = threading.Event()
 
         def work() -> None:
+            model = None
             try:
                 with LOADING:
                     model = slot.load(home)
             except Exception:  # noqa: BLE001 - the job's own `get` loads again and reports it
-                model = None
-            with self._lock:
-                if model is not None:
-                    slot.model, slot.where = model, "device"
-                    self.loads += 1
-                slot.loading = None
-            done.set()
+                pass
+            finally:
+                with self._lock:
+                    if model is not None:
+                        slot.model, slot.where = model, "device"
+                        self.loads += 1
+                    slot.loading = None
+                done.set()  # whatever happened, nobody waits for this load any longer
 
         threading.Thread(target=work, name=f"load-{name}", daemon=True).start()
         return True
