@@ -36,6 +36,14 @@ class GenerateRequest:
     engine: str = "auto"
     settings: dict | None = None
     job_id: str | None = None
+    mesh: bytes | None = None  # a mesh file to texture instead of generating geometry
+    mesh_name: str = "mesh.glb"  # its suffix tells the format
+
+
+def _file_name(name: str, default: str) -> str:
+    """A request's file name as a plain name in the scratch folder (never a path out of it)."""
+    base = Path(name).name
+    return base if base not in ("", ".", "..") else default
 
 
 class EngineReplica:
@@ -61,10 +69,16 @@ class EngineReplica:
     async def __call__(self, request: GenerateRequest) -> dict:
         work = make_scratch()
         try:
-            image = work / Path(request.image_name).name
+            image = work / _file_name(request.image_name, "image.png")
             image.write_bytes(request.image)
+            mesh = None
+            if request.mesh is not None:
+                mesh = work / "mesh" / _file_name(request.mesh_name, "mesh.glb")  # apart: names may clash
+                mesh.parent.mkdir()
+                mesh.write_bytes(request.mesh)
             try:
-                spec = make_spec(image=str(image), output=str(work / "out" / "model.glb"), engine=request.engine,
+                spec = make_spec(image=str(image), mesh=None if mesh is None else str(mesh),
+                                 output=str(work / "out" / "model.glb"), engine=request.engine,
                                  settings=request.settings, job_id=request.job_id)
             except BackendError as exc:
                 return {"ok": False, "job_id": request.job_id, "code": exc.code, "message": exc.message,
@@ -146,11 +160,10 @@ class ServeRunner:
         from ray.serve.exceptions import RequestCancelledError
 
         spec = ctx.spec
-        if spec.mesh is not None:
-            raise BackendError("invalid_request", "texturing a given mesh is not served on a Ray cluster yet")
         ctx.step("cluster", 0, 1, "sent to a Ray Serve replica")
+        mesh = {} if spec.mesh is None else {"mesh": spec.mesh.read_bytes(), "mesh_name": spec.mesh.name}
         request = GenerateRequest(spec.image.read_bytes(), image_name=spec.image.name, engine=spec.engine,
-                                  settings=spec.settings, job_id=spec.job_id)
+                                  settings=spec.settings, job_id=spec.job_id, **mesh)
         try:
             response, cancelled = self.engines.submit(request), False
             while True:
