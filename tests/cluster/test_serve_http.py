@@ -71,3 +71,18 @@ def test_http_jobs_on_serve_replicas(server):
             rest = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
         assert rest[-1]["event"] == "error" and rest[-1]["code"] == "cancelled", rest
         assert client.get(f"/v1/jobs/{third}").json()["state"] == "cancelled"
+
+
+def test_a_mesh_upload_is_textured_on_a_replica(server, assets):
+    s, png = server
+    duck = assets / "meshes" / "Duck.glb"
+    with httpx.Client(base_url=s.url, timeout=60) as client:
+        r = client.post("/v1/jobs", files={"image": (png.name, png.read_bytes(), "image/png"),
+                                           "mesh": ("Duck.glb", duck.read_bytes(), "model/gltf-binary")},
+                        data={"settings": json.dumps({"texture_resolution": 256})})
+        assert r.status_code == 202, r.text
+        job = r.json()["job"]
+        assert events(client, job, token=None)[-1]["event"] == "done"
+        glb = client.get(f"/v1/jobs/{job}/result")
+    mesh = trimesh.load(io.BytesIO(glb.content), file_type="glb", force="mesh")
+    assert len(mesh.faces) == len(trimesh.load(duck, force="mesh").faces)  # the given mesh, kept
