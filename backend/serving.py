@@ -67,6 +67,17 @@ class EngineReplica:
                     "replica_pid": self.pid}
 
     async def __call__(self, request: GenerateRequest) -> dict:
+        """The job's answer (its progress is dropped)."""
+        answer: dict = {}
+        async for item in self.stream(request):
+            answer = item
+        return answer
+
+    async def stream(self, request: GenerateRequest):
+        """The job's progress as it runs (`{"progress": [stage, step, total, message]}` items), then
+        its answer: what the front door relays as the job's own progress events."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
         work = make_scratch()
         try:
             image = work / _file_name(request.image_name, "image.png")
@@ -81,13 +92,21 @@ class EngineReplica:
                                  output=str(work / "out" / "model.glb"), engine=request.engine,
                                  settings=request.settings, job_id=request.job_id)
             except BackendError as exc:
-                return {"ok": False, "job_id": request.job_id, "code": exc.code, "message": exc.message,
-                        "replica_pid": self.pid}
-            ctx = JobContext(spec=spec, work_dir=work / "job")
+                yield {"ok": False, "job_id": request.job_id, "code": exc.code, "message": exc.message,
+                       "replica_pid": self.pid}
+                return
+
+            def progress(stage: str, step: int, total: int, message: str) -> None:  # on the job's thread
+                loop.call_soon_threadsafe(events.put_nowait, {"progress": [stage, step, total, message]})
+
+            ctx = JobContext(spec=spec, work_dir=work / "job", on_progress=progress)
             ctx.work_dir.mkdir()
-            job = asyncio.get_running_loop().run_in_executor(None, self._run, request, ctx)
+            job = loop.run_in_executor(None, self._run, request, ctx)
+            job.add_done_callback(lambda _: events.put_nowait(None))  # after every progress item
             try:
-                return await asyncio.shield(job)
+                while (item := await events.get()) is not None:
+                    yield item
+                yield job.result()
             except asyncio.CancelledError:
                 ctx.cancel_event.set()  # the engine raises `cancelled` at its next step
                 await asyncio.wait([job])  # the scratch folder goes only once the job let go of it
@@ -115,7 +134,12 @@ class ServeEngines:
         self.handle, self.replicas = handle, replicas
 
     def submit(self, request: GenerateRequest):
+        """The job's answer, as one response."""
         return self.handle.remote(request)
+
+    def stream(self, request: GenerateRequest):
+        """The job's progress items, then its answer, as a response generator."""
+        return self.handle.options(method_name="stream", stream=True).remote(request)
 
     @staticmethod
     def is_full(exc: BaseException) -> bool:
@@ -143,9 +167,9 @@ def start(num_replicas: int | None = None, max_queued: int = 8, runner_options: 
 
 
 class ServeRunner:
-    """`JobQueue`'s runner on Serve replicas: a job runs whole on one replica (no local engines).
-    Progress is coarse: one event as the job is sent to a replica and one as its GLB is back (the
-    replica's own steps are not streamed)."""
+    """`JobQueue`'s runner on Serve replicas: a job runs whole on one replica (no local engines),
+    whose progress events are relayed as the job's own, between one as the job is sent and one as
+    its GLB is back."""
 
     def __init__(self, engines: ServeEngines, poll_seconds: float = 0.2):
         self.engines, self.poll_seconds = engines, poll_seconds
@@ -164,25 +188,34 @@ class ServeRunner:
         mesh = {} if spec.mesh is None else {"mesh": spec.mesh.read_bytes(), "mesh_name": spec.mesh.name}
         request = GenerateRequest(spec.image.read_bytes(), image_name=spec.image.name, engine=spec.engine,
                                   settings=spec.settings, job_id=spec.job_id, **mesh)
+        ended = threading.Event()
+        answer: dict = {}
         try:
-            response, cancelled = self.engines.submit(request), False
-            while True:
-                if ctx.cancel_event.is_set() and not cancelled:
-                    response.cancel()  # the replica stops its engine at the next step
-                    cancelled = True
-                try:
-                    answer = response.result(timeout_s=self.poll_seconds)
-                    break
-                except TimeoutError:
-                    continue
+            response = self.engines.stream(request)
+
+            def watch() -> None:  # reading the stream blocks: a cancel is passed on from here
+                while not ended.wait(self.poll_seconds):
+                    if ctx.cancel_event.is_set():
+                        response.cancel()  # the replica stops its engine at the next step
+                        return
+
+            threading.Thread(target=watch, name=f"serve-cancel-{spec.job_id}", daemon=True).start()
+            for item in response:
+                if "progress" in item:
+                    ctx.on_progress(*item["progress"])
+                else:
+                    answer = item
         except RequestCancelledError:
             raise BackendError("cancelled", f"job {spec.job_id} was cancelled") from None
         except Exception as exc:  # noqa: BLE001 - every cluster failure becomes a coded error
             if self.engines.is_full(exc):
                 raise BackendError("queue_full", "every engine replica is busy and their queue is full; retry later") from None
             raise BackendError("backend_unavailable", f"the Ray Serve replica failed: {exc}") from None
-        if not answer["ok"]:
-            raise BackendError(answer["code"], answer["message"])
+        finally:
+            ended.set()
+        if not answer.get("ok"):
+            raise BackendError(answer.get("code", "backend_unavailable"),
+                               answer.get("message", "the Ray Serve replica ended without an answer"))
         spec.output.parent.mkdir(parents=True, exist_ok=True)
         temp = spec.output.with_name(f".{spec.output.name}.{os.getpid()}.part")
         temp.write_bytes(answer["glb"])

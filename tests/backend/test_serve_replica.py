@@ -1,6 +1,6 @@
-"""The Ray Serve replica's body without Ray (backend/serving.py keeps it free of Serve): a job with a
-given mesh is textured on the replica, the mesh kept as it is (the preview engine keeps its faces),
-and a request's file names never reach outside the replica's scratch folder."""
+"""The Ray Serve replica's body without Ray (backend/serving.py keeps it free of Serve): it streams
+the job's progress, then its answer; a given mesh is textured on the replica and kept as it is (the
+preview engine keeps its faces); a request's file names stay inside the replica's scratch folder."""
 from __future__ import annotations
 
 import asyncio
@@ -29,6 +29,17 @@ def _glb_faces(data: bytes) -> int:
     return len(trimesh.load(io.BytesIO(data), file_type="glb", force="mesh").faces)
 
 
+def test_the_replica_streams_its_progress_then_its_answer():
+    async def collect():
+        return [item async for item in EngineReplica({"plan": "cpu"}).stream(
+            GenerateRequest(_png(), engine="preview", settings=SETTINGS, job_id="s1"))]
+
+    items = asyncio.run(collect())
+    stages = [item["progress"][0] for item in items[:-1]]
+    assert stages[0] == "preprocess" and {"geometry", "bake", "export"} <= set(stages)
+    assert items[-1]["ok"] and _glb_faces(items[-1]["glb"]) > 100
+
+
 def test_a_given_mesh_is_textured_on_the_replica(assets):
     mesh = (assets / "meshes" / "Duck.glb").read_bytes()
     want = len(trimesh.load(assets / "meshes" / "Duck.glb", force="mesh").faces)
@@ -44,36 +55,37 @@ def test_a_given_mesh_is_textured_on_the_replica(assets):
     assert not odd["ok"] and odd["code"] == "input_unreadable"  # refused as a mesh, not a crash
 
 
-class _Answered:
-    def __init__(self, answer):
-        self.answer = answer
-
-    def result(self, timeout_s):
-        return self.answer
-
-
 class _Engines:
-    """Records what the runner sends, answers like a replica."""
+    """Records what the runner sends; answers like a replica's stream (two progress items, then
+    the answer)."""
 
     def __init__(self):
         self.sent = []
 
-    def submit(self, request):
+    def stream(self, request):
         self.sent.append(request)
-        return _Answered({"ok": True, "glb": b"glTF", "metadata": {}, "replica_pid": 1})
+        return _Stream([{"progress": ["geometry", 1, 2, "half"]}, {"progress": ["bake", 2, 2, ""]},
+                        {"ok": True, "glb": b"glTF", "metadata": {}, "replica_pid": 1}])
 
     @staticmethod
     def is_full(exc):
         return False
 
 
-def test_the_front_door_sends_the_mesh_with_the_image(tmp_path, assets):
+class _Stream(list):
+    def cancel(self):
+        raise AssertionError("nothing cancelled this job")
+
+
+def test_the_front_door_sends_the_mesh_with_the_image_and_relays_progress(tmp_path, assets):
     image = tmp_path / "ellipse.png"
     image.write_bytes(_png())
     spec = make_spec(image=str(image), mesh=str(assets / "meshes" / "Duck.glb"), output=str(tmp_path / "o.glb"),
                      engine="preview", settings=SETTINGS, job_id="m3")
-    engines = _Engines()
-    result = ServeRunner(engines).start(JobContext(spec=spec, work_dir=tmp_path)).result
+    engines, seen = _Engines(), []
+    ctx = JobContext(spec=spec, work_dir=tmp_path, on_progress=lambda *event: seen.append(event[:3]))
+    result = ServeRunner(engines).start(ctx).result
+    assert seen == [("cluster", 0, 1), ("geometry", 1, 2), ("bake", 2, 2), ("cluster", 1, 1)]  # relayed
     (sent,) = engines.sent
     assert sent.mesh == (assets / "meshes" / "Duck.glb").read_bytes() and sent.mesh_name == "Duck.glb"
     assert sent.image == image.read_bytes() and result.path.read_bytes() == b"glTF"
