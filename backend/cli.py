@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--weights", help="folder or hub id of the Step1X-3D weights")
     _add_plan_flags(web)
     _add_http_flags(web, with_address=False)
+    add_cluster_argument(web)  # ray: the page's jobs run on Ray Serve replicas, one per GPU
 
     info = sub.add_parser("info", help="engines, GPUs and where weights were found")
     info.add_argument("--weights", help="folder or hub id to look in")

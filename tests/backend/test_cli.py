@@ -119,3 +119,16 @@ def test_info_reports_engines_devices_and_weights(tmp_path):
     plans = {p["kind"]: p for p in data["plans"]}
     assert list(plans) == ["single", "multi", "split", "cpu"] and plans["cpu"]["fits"]
     assert "latency" in plans["split"]["goal"] and "throughput" in plans["multi"]["goal"]
+
+
+def test_web_and_serve_hand_their_jobs_to_ray_serve_with_cluster(monkeypatch):
+    import backend.serving
+    from backend.cli import _serve_executor, build_parser
+
+    started = []
+    monkeypatch.setattr(backend.serving, "start", lambda **kw: started.append(kw) or object())
+    for argv in (["web", "--cluster", "ray:10.0.0.5:6379"], ["serve", "--http", "127.0.0.1:0", "--cluster", "ray"]):
+        args = build_parser().parse_args(argv)
+        assert callable(_serve_executor(args))
+    assert [kw["address"] for kw in started] == ["10.0.0.5:6379", None]
+    assert _serve_executor(build_parser().parse_args(["web"])) is None  # local: the server's own queue
