@@ -108,13 +108,17 @@ def main(argv=None) -> int:
     parser.add_argument("--objects", type=int, default=6, help="N: the small batch (the large one is 3N)")
     parser.add_argument("--noop-objects", type=int, default=400)
     parser.add_argument("--skip-render", action="store_true")
+    parser.add_argument("--skip-ray", action="store_true", help="the local pool only (no Ray instance)")
     args = parser.parse_args(argv)
+    clusters = ("local",) if args.skip_ray else ("local", "ray")
     work = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     try:
-        import ray
+        t_ray, address = 0.0, None
+        if not args.skip_ray:
+            import ray
 
-        t_ray = _timed(lambda: connect(None, num_cpus=args.workers))
-        address = ray.get_runtime_context().gcs_address
+            t_ray = _timed(lambda: connect(None, num_cpus=args.workers))
+            address = ray.get_runtime_context().gcs_address
         meshes = _meshes(work / "meshes", args.objects)
         tools = [("prepare", ["backend.data.prepare"], meshes, PREPARE_ARGS)]
         if not args.skip_render:
@@ -124,17 +128,17 @@ def main(argv=None) -> int:
         for name, module, sources, extra in tools:
             sizes = (args.objects, 3 * args.objects)
             inputs = {n: _copies(work / f"{name}-in-{n}", sources, n) for n in sizes}
-            times = {(c, n): [] for c in ("local", "ray") for n in sizes}
+            times = {(c, n): [] for c in clusters for n in sizes}
             for i in range(args.repeats):
                 for n in sizes:
-                    for c in ("local", "ray"):
+                    for c in clusters:
                         out = work / f"{name}-out-{c}-{n}-{i}"
                         cluster = "local" if c == "local" else f"ray:{address}"
                         times[c, n].append(_cli([*module, str(inputs[n]), str(out), "--workers", str(args.workers),
                                                  "--cluster", cluster, *extra], out))
             med = {k: statistics.median(v) for k, v in times.items()}
-            steady = {c: (sizes[1] - sizes[0]) / (med[c, sizes[1]] - med[c, sizes[0]]) * 60 for c in ("local", "ray")}
-            for c in ("local", "ray"):
+            steady = {c: (sizes[1] - sizes[0]) / (med[c, sizes[1]] - med[c, sizes[0]]) * 60 for c in clusters}
+            for c in clusters:
                 for n in sizes:
                     rows.append((name, c, n, " ".join(f"{t:.1f}" for t in times[c, n]), f"{60 * n / med[c, n]:.1f}",
                                  f"{100 * (med[c, n] / med['local', n] - 1):+.1f}%", ""))
@@ -144,9 +148,9 @@ def main(argv=None) -> int:
                     f"(Ray start-up {t_ray:.1f} s, once, not included)", rows,
                     ("tool", "cluster", "objects", "wall s per run", "objects/min", "time vs local",
                      "steady objects/min (vs local)"))
-        print_table("Per-object scheduling cost (a worker that does nothing)", scheduling(args.noop_objects,
-                                                                                             args.workers),
-                    ("pool", "objects", "ms/object"))
+        if not args.skip_ray:
+            print_table("Per-object scheduling cost (a worker that does nothing)",
+                        scheduling(args.noop_objects, args.workers), ("pool", "objects", "ms/object"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

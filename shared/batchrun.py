@@ -151,12 +151,13 @@ class SerialPool:
 
 
 class ProcessPool:
-    """A concurrent.futures process pool, one object per child (a crash or a leak stays with its
-    object); a child that dies breaks the pool, so its in-flight items come back as
-    `worker_crashed` and a fresh pool takes over."""
+    """A concurrent.futures process pool whose children each run `tasks_per_child` objects and are
+    then replaced: what a child compiled or loaded (numba's kernels) serves many objects, and a
+    leak lives only that long. A child that dies breaks the pool, so the in-flight items come back
+    as `worker_crashed` (the driver retries them) and a fresh pool takes over."""
 
-    def __init__(self, run: Callable[[Task], dict], workers: int):
-        self._run, self.capacity = run, workers
+    def __init__(self, run: Callable[[Task], dict], workers: int, tasks_per_child: int = 32):
+        self._run, self.capacity, self.tasks_per_child = run, workers, tasks_per_child
         self._pool = self._new()
         self._futures: dict = {}
 
@@ -166,7 +167,7 @@ class ProcessPool:
         # die_with_parent: a killed batch leaves no worker behind (the kernel's signal follows the
         # starting thread: the driver's, or the pool's manager thread for replacements, both alive
         # as long as the pool)
-        return ProcessPoolExecutor(self.capacity, max_tasks_per_child=1, initializer=die_with_parent,
+        return ProcessPoolExecutor(self.capacity, max_tasks_per_child=self.tasks_per_child, initializer=die_with_parent,
                                    initargs=(os.getpid(),))
 
     def submit(self, item: Task) -> Hashable:

@@ -119,6 +119,23 @@ def test_process_pool_turns_a_dead_child_into_a_retried_object():
     assert sorted(r["id"] for r in records if r["event"] == "object" and r["final"]) == ["a", "boom", "c"]
 
 
+def _pid(task):
+    return {"status": "ok", "pid": os.getpid()}
+
+
+def test_process_pool_children_serve_several_objects_then_are_replaced():
+    pool = ProcessPool(_pid, 1, tasks_per_child=2)
+    try:
+        pids = []
+        for i in range(5):  # one at a time: the order of children is the order of objects
+            pool.submit(Task(str(i), i))
+            ((_, outcome),) = pool.wait()
+            pids.append(outcome["pid"])
+    finally:
+        pool.close()
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4]  # two objects per child, then a new one
+
+
 def test_sources_stream_from_folders_lists_and_relative_urls(tmp_path):
     (tmp_path / "b").mkdir()
     for name in ("a.glb", "b/c.obj", "b/skip.txt", "z.ply"):
