@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from shared.errors import BackendError
 from .context import JobContext, JobResult
 from .job_queue import JobQueue
 from .jobs import JobRunner, Pending, make_scratch, make_spec, remove_scratch
+
+
+APP = "step1x3d"  # the Serve application's name on a cluster, shared by every front door
 
 
 @dataclass(frozen=True)
@@ -158,12 +162,26 @@ def start(num_replicas: int | None = None, max_queued: int = 8, runner_options: 
     from shared.raypool import connect
 
     connect(address)
+    serve.start(proxy_location="Disabled")
+    running = _running_replicas(serve.status())
+    if running:  # another front door deployed it: share its replicas (deploying again would restart them mid-job)
+        print(f"joined the running Ray Serve app {APP!r} ({running} replicas; its own weights and plan options apply)",
+              file=sys.stderr, flush=True)
+        return ServeEngines(serve.get_app_handle(APP), running)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     replicas = num_replicas or max(1, gpus)
-    serve.start(proxy_location="Disabled")
     app = deployment(replicas, 1.0 if gpus else 0.0, max_queued, cpus_per_replica=0.0 if gpus else 1.0)
-    handle = serve.run(app.bind(runner_options), name="step1x3d", route_prefix=None, blocking=False)
+    handle = serve.run(app.bind(runner_options), name=APP, route_prefix=None, blocking=False)
     return ServeEngines(handle, replicas)
+
+
+def _running_replicas(status) -> int:
+    """Replicas of the engines deployment in a running app named APP; 0 if there is none."""
+    app = status.applications.get(APP)
+    if app is None or app.status != "RUNNING" or "engines" not in app.deployments:
+        return 0
+    states = app.deployments["engines"].replica_states
+    return int(sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING"))
 
 
 class ServeRunner:

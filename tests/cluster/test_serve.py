@@ -70,3 +70,20 @@ def test_two_replicas_queue_limit_and_cancel(engines):
     assert outcomes[ids[0]] == "cancelled"
     assert ids[2] not in outcomes and ids[3] not in outcomes
     assert [pid for pid, f in seen.items() if ids[1] in f] != [pid for pid, f in seen.items() if ids[0] in f]
+
+
+def test_a_second_front_door_shares_the_running_replicas(engines):
+    """Deploying the app again would restart its replicas, killing the first server's jobs."""
+    from backend.serving import start
+
+    def pids(e) -> set[int]:
+        seen: set[int] = set()
+        for _ in range(40):  # calls land on either replica: ask until both answered
+            seen.add(e.handle.outcomes.remote().result(timeout_s=60)[0])
+            if len(seen) == 2:
+                break
+        return seen
+
+    before = pids(engines)
+    again = start(num_replicas=1, max_queued=1)  # asks for other options: the running app wins
+    assert again.replicas == 2 and len(before) == 2 and pids(again) == before
