@@ -111,7 +111,7 @@ class EngineReplica:
                 while (item := await events.get()) is not None:
                     yield item
                 yield job.result()
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):  # cancelled, or the caller stopped reading
                 ctx.cancel_event.set()  # the engine raises `cancelled` at its next step
                 await asyncio.wait([job])  # the scratch folder goes only once the job let go of it
                 raise

@@ -90,3 +90,17 @@ def test_the_front_door_sends_the_mesh_with_the_image_and_relays_progress(tmp_pa
     assert sent.mesh == (assets / "meshes" / "Duck.glb").read_bytes() and sent.mesh_name == "Duck.glb"
     assert sent.image == image.read_bytes() and result.path.read_bytes() == b"glTF"
     assert np.array_equal(np.frombuffer(sent.image[:8], np.uint8), np.frombuffer(b"\x89PNG\r\n\x1a\n", np.uint8))
+
+
+def test_a_caller_that_stops_reading_cancels_the_job_before_its_files_go():
+    replica = EngineReplica({"plan": "cpu"})
+
+    async def read_one_then_leave():
+        stream = replica.stream(GenerateRequest(_png(), engine="preview", settings=SETTINGS, job_id="gone"))
+        first = await stream.__anext__()
+        await stream.aclose()  # returns once the job has let go of its scratch folder
+        return first
+
+    first = asyncio.run(read_one_then_leave())
+    assert first["progress"][0] == "preprocess"
+    assert replica.finished == {"gone": "cancelled"}  # stopped at its next step, not left running
