@@ -141,7 +141,9 @@ class Step1X3DEngine:
             pipe = self._geometry(cache, s["model"])
             with LOADING:  # the fast paths may build modules: not while a load swaps their constructors
                 accelerate(pipe.denoiser, plan)
-            if s["texture"]:
+            # not while torch.compile traces the denoiser: its graph modules take parameters through
+            # `register_parameter`, which a load under accelerate's empty-weights patch would redirect
+            if s["texture"] and not fast.FastPaths.from_env().compile:
                 self._prefetch_texture(cache, plan)
             options = GeometryOptions.from_settings(s)
             if s["texture"]:
