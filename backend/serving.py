@@ -3,8 +3,9 @@
 Each replica holds one JobRunner (its models stay resident) and runs one job at a time
 (`max_ongoing_requests=1`), as the local server's queue does. Jobs waiting for a replica queue in
 Serve's router, bounded by `max_queued`: past it a call fails at once with
-`BackPressureError`, which the HTTP layer answers with 429, like a full local queue. Cancelling
-the call (`DeploymentResponse.cancel()`) sets the job's cancel event, so the engine stops at its
+`BackPressureError`, which the HTTP layer answers with 429, like a full local queue. A call is a
+stream (`EngineReplica.stream`): the job's progress items, then its answer. Cancelling it
+(`DeploymentResponseGenerator.cancel()`) sets the job's cancel event, so the engine stops at its
 next step and the job ends with the `cancelled` code, exactly as a local cancel does.
 
 The HTTP API runs on it with `python -m backend serve --http HOST:PORT --cluster ray[:ADDRESS]`:
@@ -70,13 +71,6 @@ class EngineReplica:
             return {"ok": False, "job_id": ctx.spec.job_id, "code": exc.code, "message": exc.message,
                     "replica_pid": self.pid}
 
-    async def __call__(self, request: GenerateRequest) -> dict:
-        """The job's answer (its progress is dropped)."""
-        answer: dict = {}
-        async for item in self.stream(request):
-            answer = item
-        return answer
-
     async def stream(self, request: GenerateRequest):
         """The job's progress as it runs (`{"progress": [stage, step, total, message]}` items), then
         its answer: what the front door relays as the job's own progress events."""
@@ -136,10 +130,6 @@ class ServeEngines:
 
     def __init__(self, handle, replicas: int = 1):
         self.handle, self.replicas = handle, replicas
-
-    def submit(self, request: GenerateRequest):
-        """The job's answer, as one response."""
-        return self.handle.remote(request)
 
     def stream(self, request: GenerateRequest):
         """The job's progress items, then its answer, as a response generator."""

@@ -25,6 +25,14 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
+def _answer(replica: EngineReplica, request: GenerateRequest) -> dict:
+    """The last item of the replica's stream: the job's answer."""
+    async def last():
+        return [item async for item in replica.stream(request)][-1]
+
+    return asyncio.run(last())
+
+
 def _glb_faces(data: bytes) -> int:
     return len(trimesh.load(io.BytesIO(data), file_type="glb", force="mesh").faces)
 
@@ -44,14 +52,14 @@ def test_a_given_mesh_is_textured_on_the_replica(assets):
     mesh = (assets / "meshes" / "Duck.glb").read_bytes()
     want = len(trimesh.load(assets / "meshes" / "Duck.glb", force="mesh").faces)
     replica = EngineReplica({"plan": "cpu"})
-    answer = asyncio.run(replica(GenerateRequest(_png(), engine="preview", settings=SETTINGS, job_id="m1",
-                                                 mesh=mesh, mesh_name="../../Duck.glb")))
+    answer = _answer(replica, GenerateRequest(_png(), engine="preview", settings=SETTINGS, job_id="m1",
+                                              mesh=mesh, mesh_name="../../Duck.glb"))
     assert answer["ok"], answer
     assert _glb_faces(answer["glb"]) == want == answer["metadata"]["faces"]
     assert "face_count" in answer["metadata"]["ignored_settings"]  # a given mesh keeps its faces
 
-    odd = asyncio.run(replica(GenerateRequest(_png(), image_name="..", engine="preview", settings=SETTINGS,
-                                              job_id="m2", mesh=b"not a mesh", mesh_name="x.obj")))
+    odd = _answer(replica, GenerateRequest(_png(), image_name="..", engine="preview", settings=SETTINGS,
+                                           job_id="m2", mesh=b"not a mesh", mesh_name="x.obj"))
     assert not odd["ok"] and odd["code"] == "input_unreadable"  # refused as a mesh, not a crash
 
 

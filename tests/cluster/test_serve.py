@@ -45,17 +45,17 @@ def test_two_replicas_queue_limit_and_cancel(engines):
     settings = {"face_count": 1500, "texture": False}
     calls = []
     for i, job_id in enumerate(ids):
-        calls.append(engines.submit(GenerateRequest(image, engine="preview", settings=settings, job_id=job_id)))
+        calls.append(engines.stream(GenerateRequest(image, engine="preview", settings=settings, job_id=job_id)))
         if i < 2:
-            calls[-1]._to_object_ref_sync(_timeout_s=120)  # returns once a replica has taken the job
+            assert "progress" in next(calls[-1])  # a replica has taken the job: its first progress item
     with pytest.raises(Exception) as refused:  # two running, one queued: the fourth is turned away
-        calls[3].result(timeout_s=60)
+        next(calls[3])
     assert engines.is_full(refused.value)
     calls[2].cancel()  # queued: never runs
     calls[0].cancel()  # running: stops at its next step
-    first = calls[1].result(timeout_s=300)
+    first = list(calls[1])[-1]
     with pytest.raises(RequestCancelledError):
-        calls[0].result(timeout_s=300)
+        list(calls[0])
     assert first["ok"] and first["job_id"] == ids[1]
     assert len(trimesh.load(io.BytesIO(first["glb"]), file_type="glb", force="mesh").faces) == 1500
     seen: dict[int, dict] = {}
