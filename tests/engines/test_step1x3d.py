@@ -1,6 +1,5 @@
 """The step1x3d engine end to end on the CPU plan with tiny weights in the official layouts."""
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -80,19 +79,28 @@ def test_image_to_textured_glb_with_artifacts(weights, image, tmp_path, monkeypa
     from backend.geometry.pipeline import GeometryPipeline
     from backend.texture.mv_pipeline import MultiViewPipeline
 
-    seen = {}  # the texture models load on their own thread while the geometry stage runs
+    # the texture models load on their own thread while the geometry stage runs: the geometry call
+    # waits (bounded) for that load to begin, which never happens if the load only follows it
+    loading, seen = threading.Event(), {}
     load, call = MultiViewPipeline.load, GeometryPipeline.__call__
-    monkeypatch.setattr(MultiViewPipeline, "load", staticmethod(lambda **kw: (
-        seen.setdefault("texture load", (threading.current_thread().name, time.perf_counter())), load(**kw))[1]))
-    monkeypatch.setattr(GeometryPipeline, "__call__", lambda self, *a: (
-        call(self, *a), seen.setdefault("geometry done", time.perf_counter()))[0])
+
+    def texture_load(**kw):
+        seen["thread"] = threading.current_thread().name
+        loading.set()
+        return load(**kw)
+
+    def geometry_call(self, *a):
+        seen["overlapped"] = loading.wait(60)
+        return call(self, *a)
+
+    monkeypatch.setattr(MultiViewPipeline, "load", staticmethod(texture_load))
+    monkeypatch.setattr(GeometryPipeline, "__call__", geometry_call)
     engine = Step1X3DEngine(str(weights), plan="cpu")
     try:
         result, events = run_job(engine, tmp_path, "a", image)
     finally:
         engine.close()
-    thread, started = seen["texture load"]
-    assert thread == "load-texture" and started < seen["geometry done"] and engine.cache is not None
+    assert seen == {"thread": "load-texture", "overlapped": True}
     kinds = [e[0] for e in events]
     stages = {e[1] for e in events if e[0] == "progress"}
     assert {"geometry", "texture", "bake"} <= stages
